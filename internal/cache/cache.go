@@ -1,0 +1,168 @@
+// Package cache owns oci2layers' on-disk cache: every converted layer,
+// base and config overlay, stored once under its key and shared by every
+// image, tag and run that needs it.
+//
+// Layout below the cache root (created 0700):
+//
+//	CACHEDIR.TAG                 marks the directory for backup tools
+//	v1/                          format version; a new layout gets a new name
+//	  layers/sha256/<hex>.sif    one layer as an overlay SIF; key: diffID or chainID
+//	  bases/sha256/<hex>.sif     base SIF; key: derived from the base layers' chainID
+//	  configs/sha256/<hex>.sif   metadata overlay SIF; key: config digest
+//	  indexes/sha256/<hex>.json.gz  a layer's entry list; key: diffID
+//	  documents/sha256/<hex>     image configs, verified by digest
+//	  images/sha256/<hex>.json   what a conversion produced, to redo it without work
+//	  tmp/                       work in progress; anything here may be deleted
+//
+// An entry exists only when it is whole: it is written to tmp/ or to a
+// temporary name beside it, synced and renamed into place. Entries are never
+// modified afterwards. When two processes build the same entry, both renames
+// succeed and the bytes are the same, so either result is correct.
+package cache
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/oci2layers/oci2layers/internal/atomicfile"
+)
+
+// Kind is a class of cache entry.
+type Kind string
+
+// The kinds of entry.
+const (
+	Layer    Kind = "layers"
+	Base     Kind = "bases"
+	Config   Kind = "configs"
+	Index    Kind = "indexes"
+	Document Kind = "documents"
+	Image    Kind = "images"
+)
+
+var extensions = map[Kind]string{
+	Layer: ".sif", Base: ".sif", Config: ".sif",
+	Index: ".json.gz", Document: "", Image: ".json",
+}
+
+const version = "v1"
+
+const cacheDirTag = "Signature: 8a477f597d28d172789f06886806bc55\n" +
+	"# This file marks a cache directory created by oci2layers.\n" +
+	"# For information about cache directory tags see https://bford.info/cachedir/\n"
+
+// Cache is an opened cache directory.
+type Cache struct {
+	root string
+}
+
+// DefaultDir picks the cache directory: $OCI2LAYERS_CACHE, else
+// $XDG_CACHE_HOME/oci2layers, else ~/.cache/oci2layers.
+func DefaultDir() (string, error) {
+	if d := os.Getenv("OCI2LAYERS_CACHE"); d != "" {
+		return d, nil
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "oci2layers"), nil
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		return "", fmt.Errorf("find cache directory: %w", err)
+	}
+	return filepath.Join(home, ".cache", "oci2layers"), nil
+}
+
+// Open creates the cache directory if needed and returns it.
+func Open(dir string) (*Cache, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	if err := os.MkdirAll(abs, 0o700); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	c := &Cache{root: abs}
+	for k := range extensions {
+		if err := os.MkdirAll(c.dir(k), 0o700); err != nil {
+			return nil, fmt.Errorf("open cache %s: %w", dir, err)
+		}
+	}
+	if err := os.MkdirAll(c.TempDir(), 0o700); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	tag := filepath.Join(abs, "CACHEDIR.TAG")
+	if _, err := os.Stat(tag); errors.Is(err, os.ErrNotExist) {
+		if err := WriteFile(tag, 0o644, func(w io.Writer) error {
+			_, err := io.WriteString(w, cacheDirTag)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// Root returns the cache's absolute directory.
+func (c *Cache) Root() string { return c.root }
+
+// TempDir is where work in progress goes: on the same file system as the
+// entries, so that finished work can be renamed into place.
+func (c *Cache) TempDir() string { return filepath.Join(c.root, version, "tmp") }
+
+func (c *Cache) dir(k Kind) string { return filepath.Join(c.root, version, string(k), "sha256") }
+
+// Path returns where the entry of kind k and key lives (whether or not it exists).
+func (c *Cache) Path(k Kind, key v1.Hash) string {
+	return filepath.Join(c.root, version, string(k), key.Algorithm, key.Hex+extensions[k])
+}
+
+// Has reports whether the entry exists.
+func (c *Cache) Has(k Kind, key v1.Hash) bool {
+	_, err := os.Stat(c.Path(k, key))
+	return err == nil
+}
+
+// Open opens an entry for reading; a missing entry gives an error wrapping
+// os.ErrNotExist.
+func (c *Cache) Open(k Kind, key v1.Hash) (*os.File, error) {
+	f, err := os.Open(c.Path(k, key))
+	if err != nil {
+		return nil, fmt.Errorf("open cache entry %s %s: %w", k, key, err)
+	}
+	return f, nil
+}
+
+// Put writes an entry with fill, atomically. On error nothing appears.
+func (c *Cache) Put(k Kind, key v1.Hash, fill func(w *os.File) error) error {
+	if key.Algorithm != "sha256" || len(key.Hex) != 64 || strings.ContainsAny(key.Hex, "/.") {
+		return fmt.Errorf("write cache entry %s: bad key %q", k, key)
+	}
+	f, err := atomicfile.Create(c.Path(k, key), 0o644)
+	if err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+	defer f.Abort()
+	if err := fill(f.File); err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+	return f.Commit()
+}
+
+// WriteFile writes path atomically with fill.
+func WriteFile(path string, mode os.FileMode, fill func(w io.Writer) error) error {
+	f, err := atomicfile.Create(path, mode)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if err := fill(f.File); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return f.Commit()
+}

@@ -1,0 +1,222 @@
+// Package convert runs a conversion: it opens an image, works out which
+// layers the cache already holds, fetches, unpacks and squashes the others,
+// and lays out the output directory.
+//
+// The work is split into groups. Group 0 is the base (the bottom layers,
+// flattened, plus Apptainer's skeleton); every layer above it is a group of
+// its own, built as an overlay; the image config is one more overlay on top.
+// Each group is planned from the layer indexes alone (package unpack), which
+// tells its cache key before anything is built: a layer whose overlay the
+// layers below cannot change is keyed by its diffID, any other by its chainID.
+//
+// A run proceeds in three steps:
+//
+//  1. indexes: every layer whose index the cache lacks is fetched to a spool
+//     file under the cache's tmp/ (its digest checked while it streams), then
+//     scanned to its end (its diffID checked); the index is cached.
+//  2. plan: groups are planned bottom to top on a merged tree; each gets its key.
+//  3. build: every group whose key the cache lacks is streamed as a tar into
+//     mksquashfs and wrapped in a SIF, concurrently up to Options.Jobs.
+//
+// A failure anywhere leaves finished cache entries in place and removes the
+// spool and temporary files; the output directory is only written at the end.
+package convert
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"runtime"
+	"sync"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/oci2layers/oci2layers/internal/cache"
+	"github.com/oci2layers/oci2layers/internal/registry"
+	"github.com/oci2layers/oci2layers/internal/squash"
+	"github.com/oci2layers/oci2layers/internal/unpack"
+)
+
+// Options controls a conversion.
+type Options struct {
+	// Source is the image, e.g. docker://host/repo:tag or oci:dir:tag.
+	Source string
+	// OutDir receives base.sif, overlays/, image.json and run.
+	OutDir string
+	// Cache holds converted layers.
+	Cache *cache.Cache
+	// Registry controls how the source is opened.
+	Registry registry.Options
+	// BaseLayers is how many bottom layers go into base.sif (at least 1).
+	BaseLayers int
+	// Compression is the squashfs compressor (gzip by default).
+	Compression string
+	// Jobs bounds concurrent fetches and builds; zero means the CPU count.
+	Jobs int
+	// Limits bound what one layer may contain.
+	Limits unpack.Limits
+	// Logger receives one line per step; nil discards.
+	Logger *slog.Logger
+}
+
+// Run converts opts.Source into opts.OutDir and returns what image.json says.
+func Run(ctx context.Context, opts Options) (*Result, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.BaseLayers < 1 {
+		opts.BaseLayers = 1
+	}
+	if opts.Jobs <= 0 {
+		opts.Jobs = runtime.NumCPU()
+	}
+	if opts.Compression == "" {
+		opts.Compression = "gzip"
+	}
+	if opts.Limits == (unpack.Limits{}) {
+		opts.Limits = unpack.DefaultLimits
+	}
+	ropts := opts.Registry
+	ropts.TempDir = opts.Cache.TempDir()
+	ropts.Documents = documents{opts.Cache, opts.Logger}
+	if ropts.Logger == nil {
+		ropts.Logger = opts.Logger
+	}
+
+	start := time.Now()
+	img, err := registry.Open(ctx, opts.Source, ropts)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	if len(img.Layers) == 0 {
+		return nil, fmt.Errorf("convert %s: the image has no layers", opts.Source)
+	}
+	opts.Logger.Info("resolved image", "source", opts.Source, "manifest", img.ManifestDigest,
+		"layers", len(img.Layers), "platform", img.Platform)
+
+	r := &run{opts: opts, img: img, spools: map[int]string{}}
+	defer r.cleanup()
+	res, err := r.convert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := writeOutput(opts.OutDir, opts.Cache, res); err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("converted", "source", opts.Source, "out", opts.OutDir,
+		"built", res.built(), "reused", res.reused(), "seconds",
+		time.Since(start).Round(time.Millisecond).Seconds())
+	return res, nil
+}
+
+// run holds one conversion's state.
+type run struct {
+	opts   Options
+	img    *registry.Image
+	tool   *squash.Tool
+	groups []*group
+	lower  *lowerFiles
+
+	spoolMu sync.Mutex
+	spools  map[int]string // layer position -> spooled blob
+}
+
+func (r *run) cleanup() {
+	for _, p := range r.spools {
+		os.Remove(p)
+	}
+	if r.lower != nil {
+		r.lower.close()
+	}
+}
+
+// convert does the three steps and returns the result, with every entry in
+// the cache.
+func (r *run) convert(ctx context.Context) (*Result, error) {
+	if res := r.memo(); res != nil {
+		return res, nil
+	}
+
+	idx, err := r.indexes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	groups, err := r.plan(idx)
+	if err != nil {
+		return nil, err
+	}
+	if err := r.build(ctx, groups); err != nil {
+		return nil, err
+	}
+
+	res := r.result(groups)
+	r.saveMemo(res)
+	return res, nil
+}
+
+// memoKey names what a conversion of this manifest with these options gives.
+func (r *run) memoKey() v1.Hash {
+	return digestOf("image", r.img.ManifestDigest.String(), r.img.ConfigDigest.String(),
+		fmt.Sprint(r.opts.BaseLayers), r.opts.Compression)
+}
+
+// memo returns a previous run's result when every entry it names is still
+// in the cache, marked as reused; nil otherwise.
+func (r *run) memo() *Result {
+	f, err := r.opts.Cache.Open(cache.Image, r.memoKey())
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var res Result
+	if err := json.NewDecoder(f).Decode(&res); err != nil {
+		return nil
+	}
+	if !res.inCache(r.opts.Cache) {
+		return nil
+	}
+	res.markReused()
+	res.Source = r.opts.Source
+	r.opts.Logger.Info("every layer is cached", "manifest", r.img.ManifestDigest)
+	return &res
+}
+
+func (r *run) saveMemo(res *Result) {
+	err := r.opts.Cache.Put(cache.Image, r.memoKey(), func(w *os.File) error {
+		return json.NewEncoder(w).Encode(res)
+	})
+	if err != nil {
+		r.opts.Logger.Warn("cannot record the conversion", "err", err)
+	}
+}
+
+// documents adapts the cache to registry.DocumentStore.
+type documents struct {
+	c      *cache.Cache
+	logger *slog.Logger
+}
+
+func (d documents) Document(digest v1.Hash) ([]byte, bool) {
+	f, err := d.c.Open(cache.Document, digest)
+	if err != nil {
+		return nil, false
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, registry.DefaultMaxDocumentBytes+1))
+	return b, err == nil
+}
+
+func (d documents) PutDocument(digest v1.Hash, b []byte) {
+	err := d.c.Put(cache.Document, digest, func(w *os.File) error {
+		_, err := w.Write(b)
+		return err
+	})
+	if err != nil {
+		d.logger.Warn("cannot cache document", "digest", digest, "err", err)
+	}
+}

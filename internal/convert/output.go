@@ -1,0 +1,272 @@
+package convert
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/oci2layers/oci2layers/internal/cache"
+)
+
+// Result is what image.json holds. Every list runs bottom to top.
+type Result struct {
+	Source         string        `json:"source"`
+	ManifestDigest string        `json:"manifest_digest"`
+	ConfigDigest   string        `json:"config_digest"`
+	Platform       string        `json:"platform"`
+	Base           BaseFile      `json:"base"`
+	Overlays       []OverlayFile `json:"overlays"`
+	ConfigOverlay  ConfigFile    `json:"config_overlay"`
+	// ExecArgs are the arguments for `apptainer exec` before the image,
+	// with paths relative to the output directory; the last --overlay is
+	// the top of the stack.
+	ExecArgs []string `json:"exec_args"`
+}
+
+// BaseFile describes base.sif.
+type BaseFile struct {
+	File    string   `json:"file"`
+	DiffIDs []string `json:"diff_ids"`
+	ChainID string   `json:"chain_id"`
+	Key     string   `json:"key"`
+	Reused  bool     `json:"reused"`
+}
+
+// OverlayFile describes one layer overlay.
+type OverlayFile struct {
+	File    string   `json:"file"`
+	DiffIDs []string `json:"diff_ids"`
+	ChainID string   `json:"chain_id"`
+	Key     string   `json:"key"`
+	// KeyedBy is "diff_id", or "chain_id" when the layers below shape the overlay.
+	KeyedBy string `json:"keyed_by"`
+	Reused  bool   `json:"reused"`
+}
+
+// ConfigFile describes the metadata overlay.
+type ConfigFile struct {
+	File   string `json:"file"`
+	Key    string `json:"key"`
+	Reused bool   `json:"reused"`
+}
+
+func (r *run) result(groups []*group) *Result {
+	res := &Result{
+		Source:         r.opts.Source,
+		ManifestDigest: r.img.ManifestDigest.String(),
+		ConfigDigest:   r.img.ConfigDigest.String(),
+		Platform:       r.img.Platform,
+	}
+	for _, g := range groups {
+		var ids []string
+		for _, i := range g.layers {
+			ids = append(ids, r.img.Layers[i].DiffID.String())
+		}
+		switch g.kind {
+		case cache.Base:
+			res.Base = BaseFile{File: "base.sif", DiffIDs: ids, ChainID: g.chain.String(),
+				Key: g.key.String(), Reused: g.reused}
+		case cache.Layer:
+			keyedBy := "diff_id"
+			if g.byChain {
+				keyedBy = "chain_id"
+			}
+			res.Overlays = append(res.Overlays, OverlayFile{
+				File:    fmt.Sprintf("overlays/%02d-%s.sif", len(res.Overlays)+1, short(g.key)),
+				DiffIDs: ids, ChainID: g.chain.String(), Key: g.key.String(),
+				KeyedBy: keyedBy, Reused: g.reused,
+			})
+		case cache.Config:
+			res.ConfigOverlay = ConfigFile{File: "overlays/config-" + short(g.key) + ".sif",
+				Key: g.key.String(), Reused: g.reused}
+		}
+	}
+	for _, o := range res.Overlays {
+		res.ExecArgs = append(res.ExecArgs, "--overlay", o.File+":ro")
+	}
+	res.ExecArgs = append(res.ExecArgs, "--overlay", res.ConfigOverlay.File+":ro")
+	return res
+}
+
+// files lists each output file with the cache entry it comes from.
+func (res *Result) files(c *cache.Cache) (map[string]string, error) {
+	out := map[string]string{}
+	add := func(file string, k cache.Kind, key string) error {
+		h, err := v1.NewHash(key)
+		if err != nil {
+			return fmt.Errorf("read result: %w", err)
+		}
+		out[file] = c.Path(k, h)
+		return nil
+	}
+	if err := add(res.Base.File, cache.Base, res.Base.Key); err != nil {
+		return nil, err
+	}
+	for _, o := range res.Overlays {
+		if err := add(o.File, cache.Layer, o.Key); err != nil {
+			return nil, err
+		}
+	}
+	if err := add(res.ConfigOverlay.File, cache.Config, res.ConfigOverlay.Key); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (res *Result) inCache(c *cache.Cache) bool {
+	files, err := res.files(c)
+	if err != nil {
+		return false
+	}
+	for _, src := range files {
+		if _, err := os.Stat(src); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+func (res *Result) markReused() {
+	res.Base.Reused = true
+	for i := range res.Overlays {
+		res.Overlays[i].Reused = true
+	}
+	res.ConfigOverlay.Reused = true
+}
+
+func (res *Result) built() int {
+	n := 0
+	for _, b := range res.flags() {
+		if !b {
+			n++
+		}
+	}
+	return n
+}
+
+func (res *Result) reused() int { return len(res.flags()) - res.built() }
+
+func (res *Result) flags() []bool {
+	out := []bool{res.Base.Reused, res.ConfigOverlay.Reused}
+	for _, o := range res.Overlays {
+		out = append(out, o.Reused)
+	}
+	return out
+}
+
+var ownFile = regexp.MustCompile(`^(\d\d+-|config-)[0-9a-f]{12}\.sif$`)
+
+// writeOutput lays out dir: every file is a hard link into the cache where
+// the file system allows, else a copy; each appears atomically. Overlay files
+// of an earlier conversion into the same directory are removed.
+func writeOutput(dir string, c *cache.Cache, res *Result) error {
+	files, err := res.files(c)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "overlays"), 0o755); err != nil {
+		return fmt.Errorf("write output %s: %w", dir, err)
+	}
+	for file, src := range files {
+		if err := place(src, filepath.Join(dir, file)); err != nil {
+			return fmt.Errorf("write output %s: %w", file, err)
+		}
+	}
+	if err := removeStale(filepath.Join(dir, "overlays"), files); err != nil {
+		return err
+	}
+
+	b, err := json.MarshalIndent(res, "", "  ")
+	if err != nil {
+		return fmt.Errorf("write image.json: %w", err)
+	}
+	err = cache.WriteFile(filepath.Join(dir, "image.json"), 0o644, func(w io.Writer) error {
+		_, err := w.Write(append(b, '\n'))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	return cache.WriteFile(filepath.Join(dir, "run"), 0o755, func(w io.Writer) error {
+		_, err := io.WriteString(w, runScript(res))
+		return err
+	})
+}
+
+// place makes dst a hard link to src, or a copy when linking is not possible,
+// replacing whatever dst was.
+func place(src, dst string) error {
+	tmp := filepath.Join(filepath.Dir(dst), ".tmp-"+filepath.Base(dst))
+	os.Remove(tmp)
+	if err := os.Link(src, tmp); err == nil {
+		if err := os.Rename(tmp, dst); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	return cache.WriteFile(dst, 0o444, func(w io.Writer) error {
+		_, err := io.Copy(w, in)
+		return err
+	})
+}
+
+func removeStale(dir string, keep map[string]string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("write output %s: %w", dir, err)
+	}
+	for _, e := range entries {
+		rel := "overlays/" + e.Name()
+		if _, ok := keep[rel]; ok || !ownFile.MatchString(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil &&
+			!errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove stale %s: %w", rel, err)
+		}
+	}
+	return nil
+}
+
+// runScript writes the wrapper that runs the image with its overlay stack.
+func runScript(res *Result) string {
+	var b strings.Builder
+	b.WriteString(`#!/bin/sh
+# Runs the image converted by oci2layers with its overlay stack:
+#   ./run [exec|run|shell|test|inspect] [ARGS...]   (default: run)
+# Extra options for the runtime go in OCI2LAYERS_RUN_FLAGS.
+set -e
+here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
+if command -v apptainer >/dev/null 2>&1; then
+	runtime=apptainer
+elif command -v singularity >/dev/null 2>&1; then
+	runtime=singularity
+else
+	echo "run: neither apptainer nor singularity is on PATH" >&2
+	exit 127
+fi
+action=run
+case "${1:-}" in
+exec|run|shell|test|inspect) action=$1; shift ;;
+esac
+exec "$runtime" "$action" ${OCI2LAYERS_RUN_FLAGS:-} \
+`)
+	for i := 0; i < len(res.ExecArgs); i += 2 {
+		fmt.Fprintf(&b, "\t--overlay \"$here/%s\" \\\n", res.ExecArgs[i+1])
+	}
+	fmt.Fprintf(&b, "\t\"$here/%s\" \"$@\"\n", res.Base.File)
+	return b.String()
+}
