@@ -25,6 +25,7 @@ type convertOptions struct {
 	platform    string
 	plainHTTP   bool
 	insecureTLS bool
+	foreign     bool
 	jobs        int
 	jsonOut     bool
 	baseLayers  int
@@ -61,6 +62,8 @@ func newConvertFlags(o *convertOptions, stderr io.Writer) *flag.FlagSet {
 	fs.StringVar(&o.platform, "platform", "", "os/arch[/variant] to pick from an index (default linux/<this machine>)")
 	fs.BoolVar(&o.plainHTTP, "plain-http", false, "talk to the registry over plain HTTP")
 	fs.BoolVar(&o.insecureTLS, "insecure-skip-tls-verify", false, "accept any TLS certificate")
+	fs.BoolVar(&o.foreign, "allow-foreign-layers", false,
+		"fetch foreign (non-distributable) layers from the URLs they name")
 	fs.IntVar(&o.jobs, "jobs", 0, "concurrent downloads and builds (default: number of CPUs)")
 	fs.BoolVar(&o.jsonOut, "json", false, "print image.json to stdout")
 	fs.IntVar(&o.baseLayers, "base-layers", 1, "bottom layers to put together in base.sif")
@@ -126,6 +129,7 @@ func runConvert(ctx context.Context, o convertOptions, stdout, stderr io.Writer)
 	if err != nil {
 		return err
 	}
+	defer c.Close()
 
 	opts := convert.Options{
 		Source:      o.source,
@@ -140,6 +144,7 @@ func runConvert(ctx context.Context, o convertOptions, stdout, stderr io.Writer)
 	opts.Registry.Platform = o.platform
 	opts.Registry.PlainHTTP = o.plainHTTP
 	opts.Registry.InsecureSkipTLSVerify = o.insecureTLS
+	opts.Registry.AllowForeign = o.foreign
 
 	res, err := convert.Run(ctx, opts)
 	if err != nil {

@@ -25,11 +25,13 @@ type File struct {
 // Create opens a temporary file in final's directory with the given mode.
 // Nothing appears under final until Commit.
 func Create(final string, mode os.FileMode) (*File, error) {
-	dir, base := filepath.Split(final)
-	if dir == "" {
-		dir = "."
-	}
-	f, err := os.CreateTemp(dir, TempPrefix+base+"-*")
+	return CreateIn(filepath.Dir(final), final, mode)
+}
+
+// CreateIn is Create with the temporary file in dir, which must be on the
+// same file system as final.
+func CreateIn(dir, final string, mode os.FileMode) (*File, error) {
+	f, err := os.CreateTemp(dir, TempPrefix+filepath.Base(final)+"-*")
 	if err != nil {
 		return nil, fmt.Errorf("create %s: %w", final, err)
 	}

@@ -12,10 +12,13 @@
 //	  indexes/sha256/<hex>.json.gz  a layer's entry list; key: diffID
 //	  documents/sha256/<hex>     image configs, verified by digest
 //	  images/sha256/<hex>.json   what a conversion produced, to redo it without work
-//	  tmp/                       work in progress; anything here may be deleted
+//	  tmp/run-<pid>-<random>/    one running process's work in progress, with a
+//	                             "lock" file it holds flocked while it runs
 //
-// An entry exists only when it is whole: it is written to tmp/ or to a
-// temporary name beside it, synced and renamed into place. Entries are never
+// An entry exists only when it is whole: it is written in the process's own
+// directory under tmp/, synced and renamed into place. A process killed at
+// any point leaves only its tmp/run-* directory behind; the next Open removes
+// every such directory whose lock nobody holds. Entries are never
 // modified afterwards. When two processes build the same entry, both renames
 // succeed and the bytes are the same, so either result is correct.
 package cache
@@ -27,6 +30,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -60,6 +64,8 @@ const cacheDirTag = "Signature: 8a477f597d28d172789f06886806bc55\n" +
 // Cache is an opened cache directory.
 type Cache struct {
 	root string
+	work string   // this process's directory under tmp/
+	lock *os.File // flocked while the process runs
 }
 
 // DefaultDir picks the cache directory: $OCI2LAYERS_CACHE, else
@@ -93,7 +99,10 @@ func Open(dir string) (*Cache, error) {
 			return nil, fmt.Errorf("open cache %s: %w", dir, err)
 		}
 	}
-	if err := os.MkdirAll(c.TempDir(), 0o700); err != nil {
+	if err := c.sweep(); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	if err := c.makeWork(); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
 	tag := filepath.Join(abs, "CACHEDIR.TAG")
@@ -111,9 +120,79 @@ func Open(dir string) (*Cache, error) {
 // Root returns the cache's absolute directory.
 func (c *Cache) Root() string { return c.root }
 
-// TempDir is where work in progress goes: on the same file system as the
-// entries, so that finished work can be renamed into place.
-func (c *Cache) TempDir() string { return filepath.Join(c.root, version, "tmp") }
+// TempDir is where this process's work in progress goes: on the same file
+// system as the entries, so that finished work can be renamed into place.
+func (c *Cache) TempDir() string { return c.work }
+
+// Close removes the process's work directory and releases its lock.
+func (c *Cache) Close() error {
+	err := os.RemoveAll(c.work)
+	if c.lock != nil {
+		c.lock.Close()
+	}
+	return err
+}
+
+func (c *Cache) tmpRoot() string { return filepath.Join(c.root, version, "tmp") }
+
+// makeWork creates this process's work directory and locks it.
+func (c *Cache) makeWork() error {
+	if err := os.MkdirAll(c.tmpRoot(), 0o700); err != nil {
+		return err
+	}
+	work, err := os.MkdirTemp(c.tmpRoot(), fmt.Sprintf("run-%d-", os.Getpid()))
+	if err != nil {
+		return err
+	}
+	lock, err := os.OpenFile(filepath.Join(work, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		os.RemoveAll(work)
+		return err
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		os.RemoveAll(work)
+		return fmt.Errorf("lock %s: %w", work, err)
+	}
+	c.work, c.lock = work, lock
+	return nil
+}
+
+// sweep removes the work directories of processes that are gone: those whose
+// lock can be taken.
+func (c *Cache) sweep() error {
+	entries, err := os.ReadDir(c.tmpRoot())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		p := filepath.Join(c.tmpRoot(), e.Name())
+		if !strings.HasPrefix(e.Name(), "run-") || !e.IsDir() {
+			os.RemoveAll(p)
+			continue
+		}
+		if abandoned(p) {
+			os.RemoveAll(p)
+		}
+	}
+	return nil
+}
+
+// abandoned reports whether no process holds the work directory's lock.
+func abandoned(dir string) bool {
+	lock, err := os.Open(filepath.Join(dir, "lock"))
+	if err != nil {
+		return errors.Is(err, os.ErrNotExist)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return false
+	}
+	return true
+}
 
 func (c *Cache) dir(k Kind) string { return filepath.Join(c.root, version, string(k), "sha256") }
 
@@ -143,7 +222,7 @@ func (c *Cache) Put(k Kind, key v1.Hash, fill func(w *os.File) error) error {
 	if key.Algorithm != "sha256" || len(key.Hex) != 64 || strings.ContainsAny(key.Hex, "/.") {
 		return fmt.Errorf("write cache entry %s: bad key %q", k, key)
 	}
-	f, err := atomicfile.Create(c.Path(k, key), 0o644)
+	f, err := atomicfile.CreateIn(c.work, c.Path(k, key), 0o644)
 	if err != nil {
 		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/oci2layers/oci2layers/internal/atomicfile"
 	"github.com/oci2layers/oci2layers/internal/cache"
 )
 
@@ -182,6 +183,7 @@ func writeOutput(dir string, c *cache.Cache, res *Result) error {
 	if err := removeStale(filepath.Join(dir, "overlays"), files); err != nil {
 		return err
 	}
+	removeTemps(dir)
 
 	b, err := json.MarshalIndent(res, "", "  ")
 	if err != nil {
@@ -203,7 +205,7 @@ func writeOutput(dir string, c *cache.Cache, res *Result) error {
 // place makes dst a hard link to src, or a copy when linking is not possible,
 // replacing whatever dst was.
 func place(src, dst string) error {
-	tmp := filepath.Join(filepath.Dir(dst), ".tmp-"+filepath.Base(dst))
+	tmp := filepath.Join(filepath.Dir(dst), atomicfile.TempPrefix+filepath.Base(dst))
 	os.Remove(tmp)
 	if err := os.Link(src, tmp); err == nil {
 		if err := os.Rename(tmp, dst); err != nil {
@@ -230,7 +232,8 @@ func removeStale(dir string, keep map[string]string) error {
 	}
 	for _, e := range entries {
 		rel := "overlays/" + e.Name()
-		if _, ok := keep[rel]; ok || !ownFile.MatchString(e.Name()) {
+		_, ok := keep[rel]
+		if ok || !(ownFile.MatchString(e.Name()) || isTemp(e.Name())) {
 			continue
 		}
 		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil &&
@@ -240,6 +243,18 @@ func removeStale(dir string, keep map[string]string) error {
 	}
 	return nil
 }
+
+// removeTemps removes what an interrupted earlier run left in dir.
+func removeTemps(dir string) {
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if isTemp(e.Name()) {
+			os.Remove(filepath.Join(dir, e.Name()))
+		}
+	}
+}
+
+func isTemp(name string) bool { return strings.HasPrefix(name, atomicfile.TempPrefix) }
 
 // runScript writes the wrapper that runs the image with its overlay stack.
 func runScript(res *Result) string {

@@ -54,6 +54,9 @@ type Options struct {
 	MaxDocumentBytes int64
 	// Logger receives debug messages; nil discards them.
 	Logger *slog.Logger
+	// AllowForeign accepts foreign (non-distributable) layers, fetched from
+	// the URLs their descriptors name.
+	AllowForeign bool
 	// Documents, when set, keeps configs so that a known image is opened
 	// with no blob request at all.
 	Documents DocumentStore
@@ -173,8 +176,16 @@ func openRemote(ctx context.Context, ref string, want v1.Platform,
 	ropts := []remote.Option{
 		remote.WithContext(ctx),
 		remote.WithAuthFromKeychain(keychain),
-		remote.WithTransport(newTransport(opts.InsecureSkipTLSVerify)),
+		remote.WithTransport(&politeTransport{
+			next:        newTransport(opts.InsecureSkipTLSVerify),
+			attempts:    5,
+			maxWait:     60 * time.Second,
+			maxManifest: opts.MaxDocumentBytes,
+		}),
 		remote.WithUserAgent("oci2layers"),
+	}
+	if opts.AllowForeign {
+		ropts = append(ropts, remote.WithNondistributable)
 	}
 	desc, err := remote.Get(r, ropts...)
 	if err != nil {
@@ -357,7 +368,7 @@ func describe(source string, img v1.Image, digest v1.Hash, opts Options) (*Image
 		Platform:       FormatPlatform(v1.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant}),
 	}
 	for i, d := range m.Layers {
-		if err := checkLayerType(d.MediaType); err != nil {
+		if err := checkLayerType(d.MediaType, opts.AllowForeign); err != nil {
 			return nil, fmt.Errorf("layer %d (%s): %w", i+1, d.Digest, err)
 		}
 		blob, err := img.LayerByDigest(d.Digest)
@@ -396,15 +407,18 @@ func readConfig(img v1.Image, d v1.Descriptor, store DocumentStore) ([]byte, err
 	return raw, nil
 }
 
-func checkLayerType(mt types.MediaType) error {
+func checkLayerType(mt types.MediaType, allowForeign bool) error {
 	switch mt {
 	case types.DockerLayer, types.OCILayer, types.OCILayerZStd,
 		types.DockerUncompressedLayer, types.OCIUncompressedLayer,
 		types.OCIRestrictedLayer, types.OCIUncompressedRestrictedLayer:
 		return nil
 	case types.DockerForeignLayer:
-		return fmt.Errorf("%w: foreign layer %s (its bytes live outside the registry)",
-			ErrUnsupported, mt)
+		if allowForeign {
+			return nil
+		}
+		return fmt.Errorf("%w: foreign layer %s (its bytes live outside the registry; "+
+			"--allow-foreign-layers fetches them)", ErrUnsupported, mt)
 	}
 	return fmt.Errorf("%w: %s", ErrUnsupported, mt)
 }
