@@ -79,6 +79,10 @@ func (v *verifier) Read(p []byte) (int, error) {
 		}
 		return n, io.EOF
 	}
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return n, fmt.Errorf("%w: %s ended after %d of %d bytes (truncated)", ErrDigestMismatch,
+			v.want, v.n, v.size)
+	}
 	if err != nil {
 		return n, classify(err)
 	}

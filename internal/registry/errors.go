@@ -63,7 +63,8 @@ func classify(err error) error {
 	if errors.As(err, &operr) || (errors.As(err, &nerr) && nerr.Timeout()) {
 		return fmt.Errorf("%w: %w", ErrUnreachable, err)
 	}
-	if strings.Contains(err.Error(), "error verifying") {
+	if msg := err.Error(); strings.Contains(msg, "error verifying") ||
+		strings.Contains(msg, "does not match expected size") {
 		return fmt.Errorf("%w: %w", ErrDigestMismatch, err)
 	}
 	return err
