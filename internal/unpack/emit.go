@@ -211,13 +211,14 @@ func (o *Overlay) header(n *node, name string) *tar.Header {
 	case Fifo:
 		h.Typeflag = tar.TypeFifo
 	}
-	if len(e.Xattrs) > 0 || (n.opaque && o.mode == OverlayMode) {
+	// An opaque directory gets no trusted.overlay.opaque: its explicit
+	// whiteouts hide the lower names, and kernel overlayfs, which does not
+	// merge an opaque directory, would list them as files that cannot be
+	// opened.
+	if len(e.Xattrs) > 0 {
 		h.PAXRecords = map[string]string{}
 		for k, v := range e.Xattrs {
 			h.PAXRecords["SCHILY.xattr."+k] = v
-		}
-		if n.opaque && o.mode == OverlayMode {
-			h.PAXRecords["SCHILY.xattr.trusted.overlay.opaque"] = "y"
 		}
 	}
 	return h

@@ -8,9 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
+	"unicode/utf8"
 )
 
 // Kind is what an index entry makes in the layer.
@@ -60,7 +63,8 @@ type Index struct {
 // Limits bound what one layer may contain, so that a hostile layer fails with
 // a clear error instead of filling the disk or memory.
 type Limits struct {
-	// Bytes bounds the uncompressed stream, trailing data included.
+	// Bytes bounds the uncompressed stream, trailing data included, and
+	// the sum of regular files' sizes (which sparse entries can make larger).
 	Bytes int64
 	// Entries bounds the number of tar headers.
 	Entries int
@@ -131,6 +135,11 @@ func Scan(ctx context.Context, r io.Reader, lim Limits) (*Index, error) {
 		}
 		if e.Kind == Reg {
 			idx.Bytes += e.Size
+			if lim.Bytes > 0 && idx.Bytes > lim.Bytes {
+				// Sparse entries can declare more than the stream carries.
+				return nil, fmt.Errorf("entry %q: %w: files of more than %d %s",
+					h.Name, ErrLimit, lim.Bytes, limitBytes)
+			}
 		}
 		idx.Entries = append(idx.Entries, *e)
 	}
@@ -154,7 +163,7 @@ func entryFromHeader(h *tar.Header, lim Limits) (*Entry, int, error) {
 	if lim.Depth > 0 && strings.Count(name, "/")+1 > lim.Depth {
 		return nil, 0, fmt.Errorf("%w: more than %d levels of %s", ErrLimit, lim.Depth, limitDepth)
 	}
-	if err := checkParents(name); err != nil {
+	if skip, err := checkParents(name); skip || err != nil {
 		return nil, 0, err
 	}
 
@@ -245,15 +254,20 @@ func whiteoutEntry(dir, marker string) (*Entry, int, error) {
 }
 
 // checkParents refuses names whose directories are whiteout markers: nothing
-// can live below a marker.
-func checkParents(name string) error {
+// can live below a marker. Below aufs bookkeeping directories (".wh..wh.*",
+// e.g. ".wh..wh.plnk" of images built on aufs) entries are skipped, as Docker
+// skips them.
+func checkParents(name string) (skip bool, err error) {
 	parts := strings.Split(name, "/")
 	for _, p := range parts[:len(parts)-1] {
+		if strings.HasPrefix(p, ".wh..wh.") {
+			return true, nil
+		}
 		if strings.HasPrefix(p, ".wh.") {
-			return fmt.Errorf("%w: entry below the whiteout marker %q", ErrInvalid, p)
+			return false, fmt.Errorf("%w: entry below the whiteout marker %q", ErrInvalid, p)
 		}
 	}
-	return nil
+	return false, nil
 }
 
 // CleanName turns a tar name into a path relative to the layer root: leading
@@ -334,6 +348,73 @@ func (c *countingReader) Read(p []byte) (int, error) {
 		return n, fmt.Errorf("%w: more than %d %s", ErrLimit, c.limit, limitBytes)
 	}
 	return n, err
+}
+
+// storedEntry is how WriteIndex stores an Entry. A JSON string holds only
+// UTF-8 (encoding/json replaces other bytes), so a name, link or xattr that
+// is not valid UTF-8 goes to Raw instead, whose bytes JSON keeps as base64.
+type storedEntry struct {
+	entryFields
+	Raw []rawString `json:"r,omitempty"`
+}
+
+// entryFields is an Entry without its JSON methods.
+type entryFields Entry
+
+// rawString is one string of an Entry that is not valid UTF-8.
+type rawString struct {
+	Field string `json:"f"` // "n" the name, "l" the link, "x" an xattr
+	Key   []byte `json:"k,omitempty"`
+	Value []byte `json:"v"`
+}
+
+// MarshalJSON stores e, keeping the bytes of strings that are not UTF-8.
+func (e Entry) MarshalJSON() ([]byte, error) {
+	s := storedEntry{entryFields: entryFields(e)}
+	if !utf8.ValidString(e.Name) {
+		s.Name, s.Raw = "", append(s.Raw, rawString{Field: "n", Value: []byte(e.Name)})
+	}
+	if !utf8.ValidString(e.Link) {
+		s.Link, s.Raw = "", append(s.Raw, rawString{Field: "l", Value: []byte(e.Link)})
+	}
+	cloned := false
+	for _, k := range slices.Sorted(maps.Keys(e.Xattrs)) {
+		v := e.Xattrs[k]
+		if utf8.ValidString(k) && utf8.ValidString(v) {
+			continue
+		}
+		if !cloned {
+			s.Xattrs, cloned = maps.Clone(e.Xattrs), true // e's map is the caller's
+		}
+		delete(s.Xattrs, k)
+		s.Raw = append(s.Raw, rawString{Field: "x", Key: []byte(k), Value: []byte(v)})
+	}
+	return json.Marshal(s)
+}
+
+// UnmarshalJSON loads what MarshalJSON stored.
+func (e *Entry) UnmarshalJSON(b []byte) error {
+	var s storedEntry
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*e = Entry(s.entryFields)
+	for _, r := range s.Raw {
+		switch r.Field {
+		case "n":
+			e.Name = string(r.Value)
+		case "l":
+			e.Link = string(r.Value)
+		case "x":
+			if e.Xattrs == nil {
+				e.Xattrs = map[string]string{}
+			}
+			e.Xattrs[string(r.Key)] = string(r.Value)
+		default:
+			return fmt.Errorf("decode entry %q: unknown field %q", e.Name, r.Field)
+		}
+	}
+	return nil
 }
 
 // WriteIndex stores idx as gzip-compressed JSON.

@@ -72,10 +72,12 @@ type planner struct {
 	stream int // position within the group
 }
 
-func (p *planner) lowerDependent(why string) {
-	p.o.LowerDependent = true
-	if len(p.o.Reasons) < 5 {
-		p.o.Reasons = append(p.o.Reasons, why)
+func (p *planner) lowerDependent(why string) { p.o.lowerDependent(why) }
+
+func (o *Overlay) lowerDependent(why string) {
+	o.LowerDependent = true
+	if len(o.Reasons) < 5 {
+		o.Reasons = append(o.Reasons, why)
 	}
 }
 
@@ -144,6 +146,8 @@ func (p *planner) makeDirs(canon []string) *node {
 		d := &node{name: name, e: &Entry{Kind: Dir, Mode: 0o755}, layer: p.layer, implicit: true}
 		if c != nil && c.whiteout {
 			d.opaque = true
+			p.lowerDependent("directory " + strings.Join(canon[:i+1], "/") +
+				" is deleted and made again")
 		}
 		if lower.lower != nil && lower.lower.isDir() && !d.opaque {
 			d.e = lower.lower.e
@@ -159,23 +163,29 @@ func (p *planner) makeDirs(canon []string) *node {
 // put places n below parent; a later entry replaces an earlier one, but a
 // directory over a directory only updates the attributes.
 func (p *planner) put(parent, n *node) {
+	for a := parent; a.parent != nil; a = a.parent {
+		a.layer = n.layer // the directories leading to n hold something of its layer
+	}
 	old := parent.child(n.name)
 	if old != nil && old.isDir() && n.e.Kind == Dir {
 		old.e, old.implicit, old.layer = n.e, false, n.layer
 		return
 	}
+	parent.setChild(n)
 	if old != nil && old.whiteout && n.e.Kind == Dir {
 		n.opaque = true // what the whiteout deleted must stay deleted
+		p.lowerDependent("directory " + n.path() + " is deleted and made again")
 	}
-	parent.setChild(n)
 }
 
 // whiteout hides name in dir. An entry of the same layer survives (the OCI
-// rule); if it is a directory, the lower one's children must not show through.
+// rule); if it is a directory, what earlier layers put in it must not show
+// through.
 func (p *planner) whiteout(dir *node, name string) {
 	old := dir.child(name)
 	if old != nil && !old.whiteout && old.layer == p.layer {
 		if old.isDir() {
+			dropOlder(old, p.layer)
 			old.opaque = true
 			p.lowerDependent("directory " + old.path() + " is deleted and made again")
 		}
@@ -188,22 +198,35 @@ var whiteoutEntry0 = &Entry{Kind: Char}
 
 // opaque hides every lower child of d; children this layer made stay.
 func (p *planner) opaque(d *node) {
-	for k, c := range d.children {
-		if c.layer != p.layer {
-			delete(d.children, k)
-		}
-	}
+	dropOlder(d, p.layer)
 	d.opaque = true
 	p.lowerDependent("directory " + d.path() + " is opaque")
+}
+
+// dropOlder removes from d's subtree what the group's earlier layers made,
+// keeping what layer made and the directories that lead to it.
+func dropOlder(d *node, layer int) {
+	for k, c := range d.children {
+		switch {
+		case c.layer != layer:
+			delete(d.children, k)
+		case c.isDir():
+			dropOlder(c, layer)
+		}
+	}
 }
 
 // hardlink makes name in dir share the target's bytes; a target that only a
 // lower layer has is copied up.
 func (p *planner) hardlink(dir *node, name string, e *Entry) error {
 	tdir, tbase := path.Split(e.Link)
+	before := p.w.usedLower
 	canon, blocked, err := p.w.resolveDir(splitPath(strings.TrimSuffix(tdir, "/")))
 	if err != nil {
 		return err
+	}
+	if p.w.usedLower && !before {
+		p.lowerDependent("hardlink target " + e.Link + " goes through a lower symlink")
 	}
 	if blocked != nil {
 		return fmt.Errorf("%w: hardlink target %q is below a file", ErrInvalid, e.Link)
@@ -228,38 +251,47 @@ func (p *planner) hardlink(dir *node, name string, e *Entry) error {
 
 // finish adds, in overlay mode, an explicit whiteout for every lower name in
 // an opaque directory, which is the one form every overlay implementation
-// honours; in flat mode it drops whiteouts, which have nothing to hide.
+// honours. A directory in an opaque one becomes opaque too when the lower
+// has a directory there, or the two would merge. Whiteouts with nothing to
+// hide go: all of them in flat mode, and in overlay mode those in a
+// directory the lower lacks, which overlayfs would list as files that cannot
+// be opened.
 func (o *Overlay) finish(t *Tree) {
-	var walk func(u *node, lower view)
-	walk = func(u *node, lower view) {
-		if o.mode == FlatMode {
+	var walk func(u, lower *node)
+	walk = func(u, lower *node) {
+		if lower != nil && !lower.isDir() {
+			lower = nil
+		}
+		if o.mode == FlatMode || lower == nil {
 			for k, c := range u.children {
-				if c.whiteout {
-					delete(u.children, k)
+				if !c.whiteout {
+					continue
+				}
+				delete(u.children, k)
+				if o.mode == OverlayMode {
+					o.lowerDependent("whiteout " + c.path() + " has nothing below to hide")
 				}
 			}
 		}
-		if u.opaque && o.mode == OverlayMode && lower.lower != nil && lower.lower.isDir() {
-			for name := range lower.lower.children {
+		if u.opaque && o.mode == OverlayMode && lower != nil {
+			for name := range lower.children {
 				if u.child(name) == nil {
 					u.setChild(&node{name: name, e: whiteoutEntry0, layer: u.layer, whiteout: true})
 				}
 			}
 		}
 		for _, c := range u.children {
-			if c.isDir() {
-				walk(c, view{lower: lowerChild(lower, u, c.name)})
+			if !c.isDir() {
+				continue
 			}
+			l := lower.child(c.name)
+			if u.opaque && l != nil && l.isDir() {
+				c.opaque = true
+			}
+			walk(c, l)
 		}
 	}
-	walk(o.root, view{lower: t.root})
-}
-
-func lowerChild(lower view, u *node, name string) *node {
-	if u.opaque || lower.lower == nil || !lower.lower.isDir() {
-		return nil
-	}
-	return lower.lower.child(name)
+	walk(o.root, t.root)
 }
 
 // assignPrimaries picks, for every source, the node that carries the bytes in
@@ -297,9 +329,27 @@ func (o *Overlay) AddInline(e *Entry, data []byte, ifMissing bool) {
 	if e.Kind == Reg {
 		n.src = &source{group: o.group, ordinal: -1, data: data, size: int64(len(data))}
 	}
-	p.put(p.makeDirs(canon), n)
+	parent := p.makeDirs(canon)
+	old := parent.child(n.name)
+	p.put(parent, n)
 	if n.src != nil {
 		n.src.primary, n.src.path = n, n.path()
+	}
+	if old != nil && parent.child(n.name) != old {
+		// The replaced node may have carried the bytes of files linked to it.
+		forgetPrimaries(old)
+		assignPrimaries(o.root)
+	}
+}
+
+// forgetPrimaries clears the sources whose primary is in n's subtree, so
+// that assignPrimaries picks another node for them.
+func forgetPrimaries(n *node) {
+	if n.src != nil && n.src.primary == n {
+		n.src.primary, n.src.path = nil, ""
+	}
+	for _, c := range n.children {
+		forgetPrimaries(c)
 	}
 }
 
@@ -328,6 +378,7 @@ type Stats struct {
 // Stats walks the overlay.
 func (o *Overlay) Stats() Stats {
 	var s Stats
+	seen := map[*source]bool{} // the first node of a source carries its bytes
 	var walk func(n *node)
 	walk = func(n *node) {
 		for _, c := range n.children {
@@ -337,9 +388,10 @@ func (o *Overlay) Stats() Stats {
 			case c.isDir():
 				s.Dirs++
 				walk(c)
-			case c.src != nil && c.src.primary != c:
+			case c.src != nil && seen[c.src]:
 				s.Links++
 			case c.src != nil:
+				seen[c.src] = true
 				s.Files++
 			default:
 				s.Other++

@@ -2,12 +2,17 @@ package unpack
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 )
 
 // maxSymlinkHops bounds symlink resolution, as the kernel's ELOOP does.
 const maxSymlinkHops = 40
+
+// maxPath bounds a path resolved through symlinks, as the kernel's PATH_MAX
+// does; CleanName bounds names the same way.
+const maxPath = 4096
 
 // source says where a regular file's bytes are. Several nodes share one
 // source when they are hard links of each other.
@@ -160,26 +165,28 @@ func (w *walker) lookup(parts []string) view {
 // symlinks the way a chrooted process would: absolute targets start at the
 // root and ".." at the root stays there. Components that do not exist are
 // kept as they are (they will be created). A component that is an existing
-// non-directory is returned as blocked.
+// non-directory is returned as blocked. A canonical path longer than
+// maxPath fails, as the kernel's ENAMETOOLONG does.
 func (w *walker) resolveDir(parts []string) (canon []string, blocked *node, err error) {
-	todo := append([]string(nil), parts...)
-	hops := 0
-	v := w.rootView()
+	todo := slices.Clone(parts) // a stack: the next component is last
+	slices.Reverse(todo)
+	views := []view{w.rootView()} // views[i] is the view at canon[:i]
+	hops, size := 0, 0
 	for len(todo) > 0 {
-		p := todo[0]
-		todo = todo[1:]
+		p := todo[len(todo)-1]
+		todo = todo[:len(todo)-1]
 		switch p {
 		case "", ".":
 			continue
 		case "..":
 			if len(canon) > 0 {
-				canon = canon[:len(canon)-1]
+				size -= len(canon[len(canon)-1]) + 1
+				canon, views = canon[:len(canon)-1], views[:len(views)-1]
 			}
-			v = w.lookup(canon)
 			continue
 		}
 
-		next := v.step(p)
+		next := views[len(views)-1].step(p)
 		n := next.node()
 		if n != nil && n.e.Kind == Symlink {
 			hops++
@@ -192,17 +199,22 @@ func (w *walker) resolveDir(parts []string) (canon []string, blocked *node, err 
 			}
 			target := n.e.Link
 			if strings.HasPrefix(target, "/") {
-				canon = nil
+				canon, views, size = nil, views[:1], 0
 			}
-			todo = append(strings.Split(target, "/"), todo...)
-			v = w.lookup(canon)
+			t := strings.Split(target, "/")
+			slices.Reverse(t)
+			todo = append(todo, t...)
 			continue
 		}
 		if n != nil && !n.isDir() {
 			return append(canon, p), n, nil
 		}
-		canon = append(canon, p)
-		v = next
+		size += len(p) + 1 // size-1 is the length of canon joined
+		if size-1 > maxPath {
+			return nil, nil, fmt.Errorf("%w: path longer than %d bytes at %q",
+				ErrInvalid, maxPath, strings.Join(append(canon, p), "/"))
+		}
+		canon, views = append(canon, p), append(views, next)
 	}
 	return canon, nil, nil
 }
