@@ -14,6 +14,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/oci2layers/oci2layers/internal/convert"
 	"github.com/oci2layers/oci2layers/internal/registry"
 	"github.com/oci2layers/oci2layers/internal/squash"
 	"github.com/oci2layers/oci2layers/internal/unpack"
@@ -37,6 +38,9 @@ const usageText = `Usage: oci2layers COMMAND [OPTIONS]
 
 Commands:
   convert SOURCE -o OUTDIR   convert an image into base.sif + per-layer overlay SIFs
+  flatten SOURCE -o FILE     write one classic single-partition SIF of the image
+  pack OUTDIR                write OUTDIR/image.sif: the converted stack in one file
+  inspect SOURCE             show the layers, their cache keys and what a conversion would do
   version                    print the version
 
 Run 'oci2layers COMMAND -h' for a command's options.
@@ -68,6 +72,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "convert":
 		err = runConvertCommand(ctx, args[1:], stdout, stderr)
+	case "flatten":
+		err = runFlattenCommand(ctx, args[1:], stdout, stderr)
+	case "pack":
+		err = runPackCommand(args[1:], stdout, stderr)
+	case "inspect":
+		err = runInspectCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "oci2layers", version)
 	case "help", "-h", "--help":
@@ -108,7 +118,8 @@ func exitCode(ctx context.Context, err error) int {
 		return exitVerify
 	case errors.Is(err, registry.ErrUnsupported), errors.Is(err, registry.ErrNoPlatform),
 		errors.Is(err, registry.ErrTooLarge), errors.Is(err, unpack.ErrEscape),
-		errors.Is(err, unpack.ErrInvalid), errors.Is(err, unpack.ErrLimit):
+		errors.Is(err, unpack.ErrInvalid), errors.Is(err, unpack.ErrLimit),
+		errors.Is(err, convert.ErrBaseMismatch):
 		return exitBadImage
 	case errors.Is(err, squash.ErrMissing):
 		return exitMissingTool

@@ -45,13 +45,14 @@ const (
 	Layer    Kind = "layers"
 	Base     Kind = "bases"
 	Config   Kind = "configs"
+	Flat     Kind = "flats"
 	Index    Kind = "indexes"
 	Document Kind = "documents"
 	Image    Kind = "images"
 )
 
 var extensions = map[Kind]string{
-	Layer: ".sif", Base: ".sif", Config: ".sif",
+	Layer: ".sif", Base: ".sif", Config: ".sif", Flat: ".sif",
 	Index: ".json.gz", Document: "", Image: ".json",
 }
 

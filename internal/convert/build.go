@@ -3,6 +3,7 @@ package convert
 import (
 	"archive/tar"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -28,55 +29,47 @@ type group struct {
 	// byChain is set when the key comes from the chainID, not the diffID.
 	byChain bool
 	ov      *unpack.Overlay
+	json    map[string][]byte // generic JSON objects stored in the SIF
 	reused  bool
 
 	done chan struct{} // closed when the entry is in the cache (or failed)
 	err  error
 }
 
-// plan works out every group's overlay and key, bottom to top.
+// plan groups the layers, then works out every group's overlay and key,
+// bottom to top.
 func (r *run) plan(idx []*unpack.Index) ([]*group, error) {
 	diffIDs := make([]v1.Hash, len(r.img.Layers))
+	infos := make([]layerInfo, len(r.img.Layers))
 	for i, l := range r.img.Layers {
 		diffIDs[i] = l.DiffID
+		infos[i] = layerInfo{size: idx[i].Bytes, empty: len(idx[i].Entries) == 0 && !r.unknown[i]}
 	}
 	chains := chainIDs(diffIDs)
-	n := min(r.opts.BaseLayers, len(idx))
+	baseLayers, overlays := partition(infos, min(r.opts.BaseLayers, len(idx)),
+		r.opts.MaxOverlays-1)
 
 	tree := unpack.NewTree()
 	var groups []*group
-	for gi := 0; gi == 0 || n+gi-1 < len(idx); gi++ {
-		g := &group{kind: cache.Layer, done: make(chan struct{})}
+	for gi, positions := range append([][]int{baseLayers}, overlays...) {
+		g := &group{kind: cache.Layer, layers: positions, done: make(chan struct{})}
 		mode := unpack.OverlayMode
 		if gi == 0 {
 			g.kind, mode = cache.Base, unpack.FlatMode
-			for i := range n {
-				g.layers = append(g.layers, i)
-			}
-		} else {
-			g.layers = []int{n + gi - 1}
 		}
 		var layers []unpack.Layer
-		for _, i := range g.layers {
+		for _, i := range positions {
 			layers = append(layers, unpack.Layer{Position: i, Index: idx[i]})
 		}
 		ov, err := unpack.Plan(tree, mode, layers...)
 		if err != nil {
 			return nil, fmt.Errorf("plan %s: %w", r.opts.Source, err)
 		}
-		top := g.layers[len(g.layers)-1]
-		g.ov, g.chain = ov, chains[top]
-		switch {
-		case gi == 0:
+		if gi == 0 {
 			addSkeleton(ov)
-			g.key, g.byChain = variantKey(g.chain, r.opts.Compression), true
-		case ov.LowerDependent:
-			g.key, g.byChain = variantKey(g.chain, r.opts.Compression), true
-			r.opts.Logger.Debug("layer depends on the layers below", "layer", top+1,
-				"why", ov.Reasons)
-		default:
-			g.key = variantKey(diffIDs[top], r.opts.Compression)
 		}
+		g.ov = ov
+		r.setKey(g, diffIDs, chains)
 		tree.Apply(ov)
 		groups = append(groups, g)
 	}
@@ -86,6 +79,76 @@ func (r *run) plan(idx []*unpack.Index) ([]*group, error) {
 		return nil, err
 	}
 	return append(groups, cfg), nil
+}
+
+// setKey names a group's cache entry. A base is named by its chainID. An
+// overlay the layers below cannot change is named by its diffID (by the list
+// of its diffIDs when it merges several layers); any other by the chainID of
+// its top layer (and of the layer below its bottom, when it merges several).
+func (r *run) setKey(g *group, diffIDs, chains []v1.Hash) {
+	first, top := g.layers[0], g.layers[len(g.layers)-1]
+	g.chain = chains[top]
+	var id v1.Hash
+	switch {
+	case g.kind == cache.Base:
+		id, g.byChain = g.chain, true
+	case len(g.layers) == 1 && !g.ov.LowerDependent:
+		id = diffIDs[top]
+	case len(g.layers) == 1:
+		id, g.byChain = g.chain, true
+	case !g.ov.LowerDependent:
+		parts := []string{"layers"}
+		for _, i := range g.layers {
+			parts = append(parts, diffIDs[i].String())
+		}
+		id = digestOf(parts...)
+	default:
+		below := ""
+		if first > 0 {
+			below = chains[first-1].String()
+		}
+		id, g.byChain = digestOf("chain", below, g.chain.String()), true
+	}
+	if g.ov.LowerDependent && g.kind != cache.Base {
+		r.opts.Logger.Debug("overlay depends on the layers below", "layers", len(g.layers),
+			"top", top+1, "why", g.ov.Reasons)
+	}
+	g.key = variantKey(id, r.opts.Compression)
+}
+
+// planFlat plans one flat file system of every layer, with Apptainer's
+// skeleton and the image's metadata, as `apptainer build` would make it.
+func (r *run) planFlat(idx []*unpack.Index) ([]*group, error) {
+	var layers []unpack.Layer
+	var positions []int
+	diffIDs := make([]v1.Hash, len(idx))
+	for i := range idx {
+		layers = append(layers, unpack.Layer{Position: i, Index: idx[i]})
+		positions = append(positions, i)
+		diffIDs[i] = r.img.Layers[i].DiffID
+	}
+	ov, err := unpack.Plan(unpack.NewTree(), unpack.FlatMode, layers...)
+	if err != nil {
+		return nil, fmt.Errorf("plan %s: %w", r.opts.Source, err)
+	}
+	addSkeleton(ov)
+	cfg, err := r.configGroup()
+	if err != nil {
+		return nil, err
+	}
+	entries, err := skeleton.Config(r.img.Config)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range entries {
+		ov.AddInline(entryOf(s.Header), s.Data, false)
+	}
+
+	chain := chainIDs(diffIDs)[len(idx)-1]
+	key := variantKey(digestOf("flat", chain.String(), r.img.ConfigDigest.String()),
+		r.opts.Compression)
+	return []*group{{kind: cache.Flat, layers: positions, chain: chain, key: key,
+		byChain: true, ov: ov, json: cfg.json, done: make(chan struct{})}}, nil
 }
 
 // addSkeleton puts Apptainer's runtime files into the base.
@@ -108,8 +171,40 @@ func (r *run) configGroup() (*group, error) {
 	for _, s := range entries {
 		ov.AddInline(entryOf(s.Header), s.Data, false)
 	}
+	ociConfig, err := ociConfigJSON(r.img.Config)
+	if err != nil {
+		return nil, err
+	}
 	return &group{kind: cache.Config, key: variantKey(r.img.ConfigDigest, r.opts.Compression),
-		ov: ov, done: make(chan struct{})}, nil
+		ov: ov, json: map[string][]byte{OCIConfigObject: ociConfig},
+		done: make(chan struct{})}, nil
+}
+
+// OCIConfigObject names the SIF object that holds the image's run-time
+// config, where Apptainer keeps it in the SIFs it builds.
+const OCIConfigObject = "oci-config.json"
+
+// ociConfigJSON writes the OCI image config's "config" section the way
+// Apptainer stores it.
+func ociConfigJSON(cfg *v1.ConfigFile) ([]byte, error) {
+	c := cfg.Config
+	oc := struct {
+		User         string              `json:"User,omitempty"`
+		ExposedPorts map[string]struct{} `json:"ExposedPorts,omitempty"`
+		Env          []string            `json:"Env,omitempty"`
+		Entrypoint   []string            `json:"Entrypoint,omitempty"`
+		Cmd          []string            `json:"Cmd,omitempty"`
+		Volumes      map[string]struct{} `json:"Volumes,omitempty"`
+		WorkingDir   string              `json:"WorkingDir,omitempty"`
+		Labels       map[string]string   `json:"Labels,omitempty"`
+		StopSignal   string              `json:"StopSignal,omitempty"`
+	}{c.User, c.ExposedPorts, c.Env, c.Entrypoint, c.Cmd, c.Volumes, c.WorkingDir,
+		c.Labels, c.StopSignal}
+	b, err := json.Marshal(oc)
+	if err != nil {
+		return nil, fmt.Errorf("write %s: %w", OCIConfigObject, err)
+	}
+	return b, nil
 }
 
 func entryOf(h *tar.Header) *unpack.Entry {
@@ -194,7 +289,7 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 	}
 
 	kind := sifwriter.Overlay
-	if g.kind == cache.Base {
+	if g.kind == cache.Base || g.kind == cache.Flat {
 		kind = sifwriter.Base
 	}
 	err := r.opts.Cache.Put(g.kind, g.key, func(w *os.File) error {
@@ -203,7 +298,9 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 			return err
 		}
 		defer src.Close()
-		if err := sifwriter.Write(w, kind, src, r.arch()); err != nil {
+		stack := sifwriter.Stack{Parts: []sifwriter.Part{{Kind: kind, Squashfs: src}},
+			JSON: g.json}
+		if err := sifwriter.WriteStack(w, stack, r.arch()); err != nil {
 			return err
 		}
 		return w.Chmod(0o444)
@@ -224,6 +321,8 @@ func describeGroup(g *group) string {
 		return fmt.Sprintf("base (layers 1-%d)", len(g.layers))
 	case cache.Config:
 		return "config overlay"
+	case cache.Flat:
+		return "flat image"
 	}
 	return fmt.Sprintf("layer %d", g.layers[0]+1)
 }

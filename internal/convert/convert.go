@@ -25,6 +25,7 @@ package convert
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -45,6 +46,9 @@ import (
 type Options struct {
 	// Source is the image, e.g. docker://host/repo:tag or oci:dir:tag.
 	Source string
+	// FlattenTo, when set, makes one classic single-partition SIF at this
+	// path (what `apptainer build` makes) instead of an output directory.
+	FlattenTo string
 	// OutDir receives base.sif, overlays/, image.json and run.
 	OutDir string
 	// Cache holds converted layers.
@@ -53,6 +57,13 @@ type Options struct {
 	Registry registry.Options
 	// BaseLayers is how many bottom layers go into base.sif (at least 1).
 	BaseLayers int
+	// BaseImage, when set, names an image whose layers must be the bottom
+	// layers of Source; they go into base.sif (BaseLayers is then ignored).
+	BaseImage string
+	// MaxOverlays bounds the overlay files, the config overlay included;
+	// adjacent layers are merged to stay within it. Zero means
+	// DefaultMaxOverlays.
+	MaxOverlays int
 	// Compression is the squashfs compressor (gzip by default).
 	Compression string
 	// Jobs bounds concurrent fetches and builds; zero means the CPU count.
@@ -63,13 +74,53 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-// Run converts opts.Source into opts.OutDir and returns what image.json says.
+// Run converts opts.Source into opts.OutDir (or opts.FlattenTo) and returns
+// what image.json says.
 func Run(ctx context.Context, opts Options) (*Result, error) {
+	start := time.Now()
+	r, img, err := newRun(ctx, &opts)
+	if err != nil {
+		return nil, err
+	}
+	defer img.Close()
+	defer r.cleanup()
+	opts.Logger.Info("resolved image", "source", opts.Source, "manifest", img.ManifestDigest,
+		"layers", len(img.Layers), "platform", img.Platform)
+	if u := img.Config.Config.User; u != "" && u != "root" && u != "0" && u != "0:0" {
+		opts.Logger.Warn("the image sets USER, but Apptainer runs containers as the "+
+			"calling user", "user", u)
+	}
+
+	res, err := r.convert(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if opts.FlattenTo != "" {
+		var files map[string]string
+		if files, err = res.files(opts.Cache); err == nil {
+			err = place(files[res.Base.File], opts.FlattenTo)
+		}
+	} else {
+		err = writeOutput(opts.OutDir, opts.Cache, res)
+	}
+	if err != nil {
+		return nil, err
+	}
+	opts.Logger.Info("converted", "source", opts.Source, "built", res.built(),
+		"reused", res.reused(), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	return res, nil
+}
+
+// applyDefaults fills in the zero options.
+func applyDefaults(opts *Options) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.BaseLayers < 1 {
 		opts.BaseLayers = 1
+	}
+	if opts.MaxOverlays < 2 {
+		opts.MaxOverlays = DefaultMaxOverlays
 	}
 	if opts.Jobs <= 0 {
 		opts.Jobs = runtime.NumCPU()
@@ -80,38 +131,6 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if opts.Limits == (unpack.Limits{}) {
 		opts.Limits = unpack.DefaultLimits
 	}
-	ropts := opts.Registry
-	ropts.TempDir = opts.Cache.TempDir()
-	ropts.Documents = documents{opts.Cache, opts.Logger}
-	if ropts.Logger == nil {
-		ropts.Logger = opts.Logger
-	}
-
-	start := time.Now()
-	img, err := registry.Open(ctx, opts.Source, ropts)
-	if err != nil {
-		return nil, err
-	}
-	defer img.Close()
-	if len(img.Layers) == 0 {
-		return nil, fmt.Errorf("convert %s: the image has no layers", opts.Source)
-	}
-	opts.Logger.Info("resolved image", "source", opts.Source, "manifest", img.ManifestDigest,
-		"layers", len(img.Layers), "platform", img.Platform)
-
-	r := &run{opts: opts, img: img, spools: map[int]string{}}
-	defer r.cleanup()
-	res, err := r.convert(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := writeOutput(opts.OutDir, opts.Cache, res); err != nil {
-		return nil, err
-	}
-	opts.Logger.Info("converted", "source", opts.Source, "out", opts.OutDir,
-		"built", res.built(), "reused", res.reused(), "seconds",
-		time.Since(start).Round(time.Millisecond).Seconds())
-	return res, nil
 }
 
 // run holds one conversion's state.
@@ -124,6 +143,9 @@ type run struct {
 
 	spoolMu sync.Mutex
 	spools  map[int]string // layer position -> spooled blob
+
+	// unknown marks layers whose index is not known (inspect only).
+	unknown map[int]bool
 }
 
 func (r *run) cleanup() {
@@ -146,7 +168,11 @@ func (r *run) convert(ctx context.Context) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	groups, err := r.plan(idx)
+	plan := r.plan
+	if r.opts.FlattenTo != "" {
+		plan = r.planFlat
+	}
+	groups, err := plan(idx)
 	if err != nil {
 		return nil, err
 	}
@@ -162,7 +188,8 @@ func (r *run) convert(ctx context.Context) (*Result, error) {
 // memoKey names what a conversion of this manifest with these options gives.
 func (r *run) memoKey() v1.Hash {
 	return digestOf("image", r.img.ManifestDigest.String(), r.img.ConfigDigest.String(),
-		fmt.Sprint(r.opts.BaseLayers), r.opts.Compression)
+		fmt.Sprint(r.opts.BaseLayers), fmt.Sprint(r.opts.MaxOverlays), r.opts.Compression,
+		fmt.Sprint(r.opts.FlattenTo != ""))
 }
 
 // memo returns a previous run's result when every entry it names is still
@@ -182,6 +209,9 @@ func (r *run) memo() *Result {
 	}
 	res.markReused()
 	res.Source = r.opts.Source
+	if res.Flat {
+		res.Base.File = r.opts.FlattenTo
+	}
 	r.opts.Logger.Info("every layer is cached", "manifest", r.img.ManifestDigest)
 	return &res
 }
@@ -193,6 +223,33 @@ func (r *run) saveMemo(res *Result) {
 	if err != nil {
 		r.opts.Logger.Warn("cannot record the conversion", "err", err)
 	}
+}
+
+// ErrBaseMismatch means the --base image's layers are not the image's bottom layers.
+var ErrBaseMismatch = errors.New("base image does not match")
+
+// baseLayers opens the base image and returns how many bottom layers of img
+// it accounts for.
+func baseLayers(ctx context.Context, img *registry.Image, base string,
+	ropts registry.Options) (int, error) {
+	b, err := registry.Open(ctx, base, ropts)
+	if err != nil {
+		return 0, fmt.Errorf("open base %s: %w", base, err)
+	}
+	defer b.Close()
+
+	if len(b.Layers) == 0 || len(b.Layers) > len(img.Layers) {
+		return 0, fmt.Errorf("%w: %s has %d layers, %s has %d", ErrBaseMismatch, base,
+			len(b.Layers), img.Source, len(img.Layers))
+	}
+	for i, l := range b.Layers {
+		if l.DiffID != img.Layers[i].DiffID {
+			return 0, fmt.Errorf("%w: layer %d of %s is %s, the image has %s; "+
+				"%s is not built on %s", ErrBaseMismatch, i+1, base, l.DiffID,
+				img.Layers[i].DiffID, img.Source, base)
+		}
+	}
+	return len(b.Layers), nil
 }
 
 // documents adapts the cache to registry.DocumentStore.

@@ -25,6 +25,15 @@ type Result struct {
 	Base           BaseFile      `json:"base"`
 	Overlays       []OverlayFile `json:"overlays"`
 	ConfigOverlay  ConfigFile    `json:"config_overlay"`
+	// WorkingDir is the image's WORKDIR, which the run wrapper passes as
+	// --pwd (Apptainer's native runtime ignores it otherwise).
+	WorkingDir string `json:"working_dir,omitempty"`
+	// User is the image's USER. Apptainer runs containers as the calling
+	// user, so it is only reported.
+	User string `json:"user,omitempty"`
+	// Flat is set for a single-partition SIF made by flatten; Base then
+	// names it and there are no overlays.
+	Flat bool `json:"flat,omitempty"`
 	// ExecArgs are the arguments for `apptainer exec` before the image,
 	// with paths relative to the output directory; the last --overlay is
 	// the top of the stack.
@@ -33,7 +42,9 @@ type Result struct {
 
 // BaseFile describes base.sif.
 type BaseFile struct {
-	File    string   `json:"file"`
+	File string `json:"file"`
+	// Image is the --base image the layers come from, if one was given.
+	Image   string   `json:"image,omitempty"`
 	DiffIDs []string `json:"diff_ids"`
 	ChainID string   `json:"chain_id"`
 	Key     string   `json:"key"`
@@ -64,6 +75,8 @@ func (r *run) result(groups []*group) *Result {
 		ManifestDigest: r.img.ManifestDigest.String(),
 		ConfigDigest:   r.img.ConfigDigest.String(),
 		Platform:       r.img.Platform,
+		WorkingDir:     r.img.Config.Config.WorkingDir,
+		User:           r.img.Config.Config.User,
 	}
 	for _, g := range groups {
 		var ids []string
@@ -71,9 +84,13 @@ func (r *run) result(groups []*group) *Result {
 			ids = append(ids, r.img.Layers[i].DiffID.String())
 		}
 		switch g.kind {
-		case cache.Base:
-			res.Base = BaseFile{File: "base.sif", DiffIDs: ids, ChainID: g.chain.String(),
+		case cache.Flat:
+			res.Flat = true
+			res.Base = BaseFile{File: r.opts.FlattenTo, DiffIDs: ids, ChainID: g.chain.String(),
 				Key: g.key.String(), Reused: g.reused}
+		case cache.Base:
+			res.Base = BaseFile{File: "base.sif", Image: r.opts.BaseImage, DiffIDs: ids,
+				ChainID: g.chain.String(), Key: g.key.String(), Reused: g.reused}
 		case cache.Layer:
 			keyedBy := "diff_id"
 			if g.byChain {
@@ -88,6 +105,9 @@ func (r *run) result(groups []*group) *Result {
 			res.ConfigOverlay = ConfigFile{File: "overlays/config-" + short(g.key) + ".sif",
 				Key: g.key.String(), Reused: g.reused}
 		}
+	}
+	if res.Flat {
+		return res
 	}
 	for _, o := range res.Overlays {
 		res.ExecArgs = append(res.ExecArgs, "--overlay", o.File+":ro")
@@ -106,6 +126,9 @@ func (res *Result) files(c *cache.Cache) (map[string]string, error) {
 		}
 		out[file] = c.Path(k, h)
 		return nil
+	}
+	if res.Flat {
+		return out, add(res.Base.File, cache.Flat, res.Base.Key)
 	}
 	if err := add(res.Base.File, cache.Base, res.Base.Key); err != nil {
 		return nil, err
@@ -155,6 +178,9 @@ func (res *Result) built() int {
 func (res *Result) reused() int { return len(res.flags()) - res.built() }
 
 func (res *Result) flags() []bool {
+	if res.Flat {
+		return []bool{res.Base.Reused}
+	}
 	out := []bool{res.Base.Reused, res.ConfigOverlay.Reused}
 	for _, o := range res.Overlays {
 		out = append(out, o.Reused)
@@ -244,6 +270,11 @@ func removeStale(dir string, keep map[string]string) error {
 	return nil
 }
 
+// shellQuote quotes s for sh, literally.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
 // removeTemps removes what an interrupted earlier run left in dir.
 func removeTemps(dir string) {
 	entries, _ := os.ReadDir(dir)
@@ -261,7 +292,7 @@ func runScript(res *Result) string {
 	var b strings.Builder
 	b.WriteString(`#!/bin/sh
 # Runs the image converted by oci2layers with its overlay stack:
-#   ./run [exec|run|shell|test|inspect] [ARGS...]   (default: run)
+#   ./run [exec|run|shell|test] [ARGS...]   (default: run)
 # Extra options for the runtime go in OCI2LAYERS_RUN_FLAGS.
 set -e
 here=$(CDPATH= cd -- "$(dirname -- "$0")" && pwd)
@@ -275,10 +306,13 @@ else
 fi
 action=run
 case "${1:-}" in
-exec|run|shell|test|inspect) action=$1; shift ;;
+exec|run|shell|test) action=$1; shift ;;
 esac
 exec "$runtime" "$action" ${OCI2LAYERS_RUN_FLAGS:-} \
 `)
+	if res.WorkingDir != "" {
+		fmt.Fprintf(&b, "\t--pwd %s \\\n", shellQuote(res.WorkingDir))
+	}
 	for i := 0; i < len(res.ExecArgs); i += 2 {
 		fmt.Fprintf(&b, "\t--overlay \"$here/%s\" \\\n", res.ExecArgs[i+1])
 	}
