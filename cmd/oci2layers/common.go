@@ -61,10 +61,25 @@ func (o *sourceOptions) check() error {
 	return fmt.Errorf("unknown compression %q", o.compression)
 }
 
-// open opens the cache and fills the conversion options these flags set.
-// The caller closes the returned cache.
-func (o *sourceOptions) open(source string, stderr io.Writer) (convert.Options, *cache.Cache,
-	error) {
+// session is what a command opened: the cache, and the progress bars if any.
+type session struct {
+	cache *cache.Cache
+	bars  *bars
+}
+
+// close stops the bars and closes the cache.
+func (s *session) close() {
+	if s.bars != nil {
+		s.bars.wait()
+	}
+	s.cache.Close()
+}
+
+// open opens the cache and fills the conversion options these flags set. On
+// a terminal, unless --quiet or --json, progress is drawn as bars and the
+// log shows only warnings. The caller closes the session.
+func (o *sourceOptions) open(source string, stderr io.Writer, progress bool) (convert.Options,
+	*session, error) {
 	dir := o.cacheDir
 	if dir == "" {
 		var err error
@@ -76,19 +91,29 @@ func (o *sourceOptions) open(source string, stderr io.Writer) (convert.Options, 
 	if err != nil {
 		return convert.Options{}, nil, err
 	}
+	sess := &session{cache: c}
+	quiet := o.quiet
+	if progress && !o.quiet && !o.jsonOut && !o.verbose {
+		if sess.bars = newBars(stderr); sess.bars != nil {
+			quiet = true
+		}
+	}
 	opts := convert.Options{
 		Source:      source,
 		Cache:       c,
 		Compression: o.compression,
 		Jobs:        o.jobs,
 		Limits:      o.limits,
-		Logger:      newLogger(stderr, o.quiet, o.verbose),
+		Logger:      newLogger(stderr, quiet, o.verbose),
+	}
+	if sess.bars != nil {
+		opts.Progress = sess.bars.update
 	}
 	opts.Registry.Platform = o.platform
 	opts.Registry.PlainHTTP = o.plainHTTP
 	opts.Registry.InsecureSkipTLSVerify = o.insecureTLS
 	opts.Registry.AllowForeign = o.foreign
-	return opts, c, nil
+	return opts, sess, nil
 }
 
 // layoutOptions are the flags that decide how layers become files.

@@ -48,17 +48,21 @@ func runConvertCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		return usageError{fmt.Errorf("convert: %w", err)}
 	}
 
-	opts, c, err := src.open(pos[0], stderr)
+	opts, sess, err := src.open(pos[0], stderr, true)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer sess.close()
 	opts.OutDir = outDir
 	lay.apply(&opts)
 
 	res, err := convert.Run(ctx, opts)
 	if err != nil {
 		return err
+	}
+	if sess.bars != nil {
+		sess.bars.wait()
+		sess.bars = nil
 	}
 	packed := ""
 	if single {

@@ -38,11 +38,11 @@ func runFlattenCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 		return usageError{fmt.Errorf("flatten: %w", err)}
 	}
 
-	opts, c, err := src.open(pos[0], stderr)
+	opts, sess, err := src.open(pos[0], stderr, true)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer sess.close()
 	opts.FlattenTo = out
 	res, err := convert.Run(ctx, opts)
 	if err != nil {
@@ -102,11 +102,11 @@ func runInspectCommand(ctx context.Context, args []string, stdout, stderr io.Wri
 	if err := errors.Join(src.check(), lay.check()); err != nil {
 		return usageError{fmt.Errorf("inspect: %w", err)}
 	}
-	opts, c, err := src.open(pos[0], stderr)
+	opts, sess, err := src.open(pos[0], stderr, false)
 	if err != nil {
 		return err
 	}
-	defer c.Close()
+	defer sess.close()
 	lay.apply(&opts)
 
 	rep, err := convert.Inspect(ctx, opts)

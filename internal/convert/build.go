@@ -269,11 +269,16 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 	os.Remove(sqfs)
 	defer os.Remove(sqfs)
 
+	var total int64
+	for _, i := range g.layers {
+		total += r.img.Layers[i].Size
+	}
+	m := newMeter(r.opts.Progress, StageBuild, groupItem(g), total)
 	pr, pw := io.Pipe()
 	writeErr := make(chan error, 1)
 	go func() {
 		err := g.ov.Write(ctx, pw, func(ctx context.Context, i int) (io.ReadCloser, error) {
-			return r.openLayer(ctx, g.layers[i])
+			return r.openLayer(ctx, g.layers[i], m)
 		}, r.openLower)
 		pw.CloseWithError(err)
 		writeErr <- err
@@ -282,10 +287,10 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 	sqErr := r.tool.FromTar(ctx, pr, sqfs, opts)
 	pr.CloseWithError(fmt.Errorf("mksquashfs stopped reading"))
 	if err := <-writeErr; err != nil {
-		return fmt.Errorf("build %s: %w", describeGroup(g), err)
+		return fmt.Errorf("build %s: %w", groupItem(g), err)
 	}
 	if sqErr != nil {
-		return fmt.Errorf("build %s: %w", describeGroup(g), sqErr)
+		return fmt.Errorf("build %s: %w", groupItem(g), sqErr)
 	}
 
 	kind := sifwriter.Overlay
@@ -306,25 +311,29 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 		return w.Chmod(0o444)
 	})
 	if err != nil {
-		return fmt.Errorf("build %s: %w", describeGroup(g), err)
+		return fmt.Errorf("build %s: %w", groupItem(g), err)
 	}
+	m.finish()
 	st := g.ov.Stats()
-	r.opts.Logger.Info("built", "what", describeGroup(g), "key", g.key, "files", st.Files,
+	r.opts.Logger.Info("built", "what", groupItem(g), "key", g.key, "files", st.Files,
 		"dirs", st.Dirs, "whiteouts", st.Whiteouts,
 		"seconds", time.Since(start).Round(time.Millisecond).Seconds())
 	return nil
 }
 
-func describeGroup(g *group) string {
-	switch g.kind {
-	case cache.Base:
-		return fmt.Sprintf("base (layers 1-%d)", len(g.layers))
-	case cache.Config:
-		return "config overlay"
-	case cache.Flat:
-		return "flat image"
+// groupItem names a group briefly, for progress.
+func groupItem(g *group) string {
+	switch {
+	case g.kind == cache.Base:
+		return "base"
+	case g.kind == cache.Config:
+		return "config"
+	case g.kind == cache.Flat:
+		return "image"
+	case len(g.layers) == 1:
+		return fmt.Sprintf("layer %d", g.layers[0]+1)
 	}
-	return fmt.Sprintf("layer %d", g.layers[0]+1)
+	return fmt.Sprintf("layers %d-%d", g.layers[0]+1, g.layers[len(g.layers)-1]+1)
 }
 
 func (r *run) arch() string {

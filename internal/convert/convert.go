@@ -72,6 +72,8 @@ type Options struct {
 	Limits unpack.Limits
 	// Logger receives one line per step; nil discards.
 	Logger *slog.Logger
+	// Progress, when set, receives byte counts as stages advance.
+	Progress ProgressFunc
 }
 
 // Run converts opts.Source into opts.OutDir (or opts.FlattenTo) and returns

@@ -77,7 +77,7 @@ func (r *run) fetch(ctx context.Context, i int) (string, error) {
 	var err error
 	for attempt := 1; attempt <= fetchAttempts; attempt++ {
 		var path string
-		path, err = r.fetchOnce(ctx, l)
+		path, err = r.fetchOnce(ctx, l, fmt.Sprintf("layer %d", i+1))
 		if err == nil {
 			r.opts.Logger.Info("fetched layer", "layer", i+1, "digest", l.Digest, "bytes", l.Size)
 			return path, nil
@@ -106,18 +106,19 @@ func retryable(err error) bool {
 	return true
 }
 
-func (r *run) fetchOnce(ctx context.Context, l *registry.Layer) (string, error) {
+func (r *run) fetchOnce(ctx context.Context, l *registry.Layer, item string) (string, error) {
 	rc, err := l.Compressed(ctx)
 	if err != nil {
 		return "", err
 	}
 	defer rc.Close()
+	m := newMeter(r.opts.Progress, StageFetch, item, l.Size)
 
 	f, err := os.CreateTemp(r.opts.Cache.TempDir(), atomicfile.TempPrefix+"blob-"+short(l.Digest)+"-*")
 	if err != nil {
 		return "", err
 	}
-	if _, err := io.Copy(f, rc); err != nil {
+	if _, err := io.Copy(f, m.reader(rc)); err != nil {
 		f.Close()
 		os.Remove(f.Name())
 		return "", err
@@ -126,12 +127,14 @@ func (r *run) fetchOnce(ctx context.Context, l *registry.Layer) (string, error) 
 		os.Remove(f.Name())
 		return "", err
 	}
+	m.finish()
 	return f.Name(), nil
 }
 
 // openLayer opens layer i's uncompressed stream from its spool file,
-// fetching the blob first if this run has not.
-func (r *run) openLayer(ctx context.Context, i int) (io.ReadCloser, error) {
+// fetching the blob first if this run has not. m, if not nil, counts the
+// compressed bytes read.
+func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, error) {
 	r.spoolMu.Lock()
 	spool, ok := r.spools[i]
 	r.spoolMu.Unlock()
@@ -149,7 +152,7 @@ func (r *run) openLayer(ctx context.Context, i int) (io.ReadCloser, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open layer %d: %w", i+1, err)
 	}
-	rc, _, err := registry.Uncompressed(f, r.img.Layers[i].DiffID)
+	rc, _, err := registry.Uncompressed(metered(f, m), r.img.Layers[i].DiffID)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -164,7 +167,8 @@ func (r *run) scan(ctx context.Context, i int, spool string) (*unpack.Index, err
 	if err != nil {
 		return nil, fmt.Errorf("scan layer %d: %w", i+1, err)
 	}
-	rc, comp, err := registry.Uncompressed(f, l.DiffID)
+	m := newMeter(r.opts.Progress, StageScan, fmt.Sprintf("layer %d", i+1), l.Size)
+	rc, comp, err := registry.Uncompressed(metered(f, m), l.DiffID)
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("scan layer %d: %w", i+1, err)
@@ -185,7 +189,19 @@ func (r *run) scan(ctx context.Context, i int, spool string) (*unpack.Index, err
 	if err != nil {
 		return nil, err
 	}
+	m.finish()
 	r.opts.Logger.Info("scanned layer", "layer", i+1, "compression", comp,
 		"entries", len(idx.Entries), "bytes", idx.Bytes)
 	return idx, nil
+}
+
+// metered counts what is read from f with m (when m is not nil).
+func metered(f *os.File, m *meter) io.ReadCloser {
+	if m == nil {
+		return f
+	}
+	return struct {
+		io.Reader
+		io.Closer
+	}{m.reader(f), f}
 }
