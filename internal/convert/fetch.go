@@ -21,8 +21,8 @@ import (
 // splicing: each attempt hashes the whole blob again.
 const fetchAttempts = 3
 
-// indexes returns every layer's index, from the cache or by fetching and
-// scanning the layer.
+// indexes returns every layer's index, from the cache or by fetching the
+// layer: the blob is written to its spool file and scanned in the same pass.
 func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 	out := make([]*unpack.Index, len(r.img.Layers))
 	g, ctx := errgroup.WithContext(ctx)
@@ -33,20 +33,15 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 			continue
 		}
 		g.Go(func() error {
-			spool, err := r.fetch(ctx, i)
+			spool, idx, err := r.fetch(ctx, i, true)
 			if err != nil {
 				return err
 			}
 			r.spoolMu.Lock()
 			r.spools[i] = spool
 			r.spoolMu.Unlock()
-
-			idx, err := r.scan(ctx, i, spool)
-			if err != nil {
-				return err
-			}
 			out[i] = idx
-			return nil
+			return r.saveIndex(i, idx)
 		})
 	}
 	if err := g.Wait(); err != nil {
@@ -71,16 +66,19 @@ func (r *run) cachedIndex(i int) *unpack.Index {
 }
 
 // fetch downloads layer i's blob to a spool file in the cache's tmp/,
-// verified against its digest and size, and returns the file's path.
-func (r *run) fetch(ctx context.Context, i int) (string, error) {
+// verified against its digest and size, and returns the file's path. With
+// scan set it also reads the layer into its index while it downloads, which
+// checks the diffID.
+func (r *run) fetch(ctx context.Context, i int, scan bool) (string, *unpack.Index, error) {
 	l := &r.img.Layers[i]
 	var err error
 	for attempt := 1; attempt <= fetchAttempts; attempt++ {
 		var path string
-		path, err = r.fetchOnce(ctx, l, fmt.Sprintf("layer %d", i+1))
+		var idx *unpack.Index
+		path, idx, err = r.fetchOnce(ctx, i, scan)
 		if err == nil {
 			r.opts.Logger.Info("fetched layer", "layer", i+1, "digest", l.Digest, "bytes", l.Size)
-			return path, nil
+			return path, idx, nil
 		}
 		if ctx.Err() != nil || !retryable(err) || attempt == fetchAttempts {
 			break
@@ -89,16 +87,17 @@ func (r *run) fetch(ctx context.Context, i int) (string, error) {
 			"err", err)
 		select {
 		case <-ctx.Done():
-			return "", ctx.Err()
+			return "", nil, ctx.Err()
 		case <-time.After(time.Duration(attempt) * time.Second):
 		}
 	}
-	return "", fmt.Errorf("fetch layer %d (%s): %w", i+1, l.Digest, err)
+	return "", nil, fmt.Errorf("fetch layer %d (%s): %w", i+1, l.Digest, err)
 }
 
 func retryable(err error) bool {
 	for _, e := range []error{registry.ErrNotFound, registry.ErrUnauthorized,
-		registry.ErrUnsupported, context.Canceled, os.ErrPermission, os.ErrNotExist} {
+		registry.ErrUnsupported, registry.ErrDiffIDMismatch, context.Canceled,
+		os.ErrPermission, os.ErrNotExist, unpack.ErrEscape, unpack.ErrInvalid, unpack.ErrLimit} {
 		if errors.Is(err, e) {
 			return false
 		}
@@ -106,29 +105,61 @@ func retryable(err error) bool {
 	return true
 }
 
-func (r *run) fetchOnce(ctx context.Context, l *registry.Layer, item string) (string, error) {
+func (r *run) fetchOnce(ctx context.Context, i int, scan bool) (string, *unpack.Index, error) {
+	l := &r.img.Layers[i]
 	rc, err := l.Compressed(ctx)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer rc.Close()
-	m := newMeter(r.opts.Progress, StageFetch, item, l.Size)
+	m := newMeter(r.opts.Progress, StageFetch, fmt.Sprintf("layer %d", i+1), l.Size)
 
 	f, err := os.CreateTemp(r.opts.Cache.TempDir(), atomicfile.TempPrefix+"blob-"+short(l.Digest)+"-*")
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
-	if _, err := io.Copy(f, m.reader(rc)); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return "", err
+	idx, err := r.download(ctx, i, io.TeeReader(m.reader(rc), f), scan)
+	if cerr := f.Close(); err == nil {
+		err = cerr
 	}
-	if err := f.Close(); err != nil {
+	if err != nil {
 		os.Remove(f.Name())
-		return "", err
+		return "", nil, err
 	}
 	m.finish()
-	return f.Name(), nil
+	return f.Name(), idx, nil
+}
+
+// download reads a verified blob stream to its end, scanning it on the way
+// when asked to.
+func (r *run) download(ctx context.Context, i int, blob io.Reader, scan bool) (*unpack.Index,
+	error) {
+	if !scan {
+		_, err := io.Copy(io.Discard, blob)
+		return nil, err
+	}
+	l := &r.img.Layers[i]
+	rc, comp, err := registry.Uncompressed(io.NopCloser(blob), l.DiffID)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	idx, err := unpack.Scan(ctx, rc, r.opts.Limits)
+	if err != nil {
+		// A damaged blob often breaks decompression before its end, where
+		// its digest is checked: read on, so the damage is named as such.
+		if _, derr := io.Copy(io.Discard, blob); errors.Is(derr, registry.ErrDigestMismatch) {
+			return nil, derr
+		}
+		return nil, fmt.Errorf("scan layer %d (%s): %w", i+1, l.DiffID, err)
+	}
+	if idx.Dropped > 0 {
+		r.opts.Logger.Warn("dropped overlay xattrs a layer may not set", "layer", i+1,
+			"count", idx.Dropped)
+	}
+	r.opts.Logger.Info("scanned layer", "layer", i+1, "compression", comp,
+		"entries", len(idx.Entries), "bytes", idx.Bytes)
+	return idx, nil
 }
 
 // openLayer opens layer i's uncompressed stream from its spool file,
@@ -140,7 +171,7 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 	r.spoolMu.Unlock()
 	if !ok {
 		var err error
-		spool, err = r.fetch(ctx, i)
+		spool, _, err = r.fetch(ctx, i, false)
 		if err != nil {
 			return nil, err
 		}
@@ -160,39 +191,11 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 	return rc, nil
 }
 
-// scan reads layer i's spool to its end, checks its diffID and caches its index.
-func (r *run) scan(ctx context.Context, i int, spool string) (*unpack.Index, error) {
-	l := &r.img.Layers[i]
-	f, err := os.Open(spool)
-	if err != nil {
-		return nil, fmt.Errorf("scan layer %d: %w", i+1, err)
-	}
-	m := newMeter(r.opts.Progress, StageScan, fmt.Sprintf("layer %d", i+1), l.Size)
-	rc, comp, err := registry.Uncompressed(metered(f, m), l.DiffID)
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("scan layer %d: %w", i+1, err)
-	}
-	defer rc.Close()
-
-	idx, err := unpack.Scan(ctx, rc, r.opts.Limits)
-	if err != nil {
-		return nil, fmt.Errorf("scan layer %d (%s): %w", i+1, l.DiffID, err)
-	}
-	if idx.Dropped > 0 {
-		r.opts.Logger.Warn("dropped overlay xattrs a layer may not set", "layer", i+1,
-			"count", idx.Dropped)
-	}
-	err = r.opts.Cache.Put(cache.Index, l.DiffID, func(w *os.File) error {
+// saveIndex caches layer i's index, keyed by its diffID.
+func (r *run) saveIndex(i int, idx *unpack.Index) error {
+	return r.opts.Cache.Put(cache.Index, r.img.Layers[i].DiffID, func(w *os.File) error {
 		return unpack.WriteIndex(w, idx)
 	})
-	if err != nil {
-		return nil, err
-	}
-	m.finish()
-	r.opts.Logger.Info("scanned layer", "layer", i+1, "compression", comp,
-		"entries", len(idx.Entries), "bytes", idx.Bytes)
-	return idx, nil
 }
 
 // metered counts what is read from f with m (when m is not nil).

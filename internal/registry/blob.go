@@ -159,7 +159,7 @@ func (u *uncompressed) Read(p []byte) (int, error) {
 		}
 		got := "sha256:" + hex.EncodeToString(u.h.Sum(nil))
 		if got != u.want.String() {
-			return n, fmt.Errorf("%w: layer content is %s, config says %s", ErrDigestMismatch,
+			return n, fmt.Errorf("%w: it is %s, the config says %s", ErrDiffIDMismatch,
 				got, u.want)
 		}
 		u.done = true

@@ -23,6 +23,9 @@ var (
 	ErrUnreachable = errors.New("registry unreachable")
 	// ErrDigestMismatch means a blob's bytes do not match its digest, size or diffID.
 	ErrDigestMismatch = errors.New("digest mismatch")
+	// ErrDiffIDMismatch means a layer's blob is intact but its content is not
+	// what the config says; it wraps ErrDigestMismatch.
+	ErrDiffIDMismatch = fmt.Errorf("layer content %w", ErrDigestMismatch)
 	// ErrUnsupported means a media type or compression this tool cannot read.
 	ErrUnsupported = errors.New("unsupported media type")
 	// ErrNoPlatform means an index has no entry for the requested platform.
