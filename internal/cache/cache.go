@@ -18,7 +18,9 @@
 // An entry exists only when it is whole: it is written in the process's own
 // directory under tmp/, synced and renamed into place. A process killed at
 // any point leaves only its tmp/run-* directory behind; the next Open removes
-// every such directory whose lock nobody holds. Entries are never
+// every such directory whose lock nobody holds. Open holds a flock on tmp/
+// itself while it sweeps and makes its own directory, so that it never
+// removes one another Open has made but not yet locked. Entries are never
 // modified afterwards. When two processes build the same entry, both renames
 // succeed and the bytes are the same, so either result is correct.
 package cache
@@ -100,6 +102,11 @@ func Open(dir string) (*Cache, error) {
 			return nil, fmt.Errorf("open cache %s: %w", dir, err)
 		}
 	}
+	tmpLock, err := c.lockTmp()
+	if err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	defer tmpLock.Close()
 	if err := c.sweep(); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
@@ -135,6 +142,23 @@ func (c *Cache) Close() error {
 }
 
 func (c *Cache) tmpRoot() string { return filepath.Join(c.root, version, "tmp") }
+
+// lockTmp takes the lock on tmp/ that serialises sweeping and making work
+// directories; closing the file releases it.
+func (c *Cache) lockTmp() (*os.File, error) {
+	if err := os.MkdirAll(c.tmpRoot(), 0o700); err != nil {
+		return nil, err
+	}
+	d, err := os.Open(c.tmpRoot())
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(d.Fd()), syscall.LOCK_EX); err != nil {
+		d.Close()
+		return nil, fmt.Errorf("lock %s: %w", c.tmpRoot(), err)
+	}
+	return d, nil
+}
 
 // makeWork creates this process's work directory and locks it.
 func (c *Cache) makeWork() error {

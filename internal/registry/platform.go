@@ -37,7 +37,7 @@ func FormatPlatform(p v1.Platform) string {
 }
 
 // platformMatches reports whether have satisfies want. A missing variant on
-// either side matches any variant, except that arm64 treats "v8" as its default.
+// either side matches any variant.
 func platformMatches(have, want v1.Platform) bool {
 	if have.OS != want.OS || have.Architecture != want.Architecture {
 		return false

@@ -30,6 +30,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -61,7 +62,7 @@ type Tool struct {
 	comps   map[string]bool
 	logger  *slog.Logger
 
-	userns     bool
+	userns     atomic.Bool // run mksquashfs as uid 0 of a new user namespace
 	warnUserns sync.Once
 }
 
@@ -100,7 +101,7 @@ func Find(ctx context.Context, logger *slog.Logger) (*Tool, error) {
 			t.comps[c] = true
 		}
 	}
-	t.userns = os.Geteuid() != 0
+	t.userns.Store(os.Geteuid() != 0)
 	return t, nil
 }
 
@@ -109,7 +110,8 @@ func (t *Tool) Supports(comp string) bool { return t.comps[comp] }
 
 // FromTar builds a squashfs image at out from the tar stream r. out must not
 // exist; on error it may hold a partial image the caller must remove. r is
-// read to its end unless the build fails.
+// read to its end unless the build fails. When ctx is cancelled FromTar
+// returns at once, even while a Read of r blocks.
 func (t *Tool) FromTar(ctx context.Context, r io.Reader, out string, opts Options) error {
 	comp := opts.Compression
 	if comp == "" {
@@ -128,13 +130,14 @@ func (t *Tool) FromTar(ctx context.Context, r io.Reader, out string, opts Option
 	}
 
 	env := append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(max(opts.Epoch, 0), 10))
-	err := t.run(ctx, r, args, env, t.userns)
-	if err != nil && t.userns && errors.Is(err, errNoUserns) {
+	userns := t.userns.Load()
+	err := t.run(ctx, r, args, env, userns)
+	if err != nil && userns && errors.Is(err, errNoUserns) {
 		t.warnUserns.Do(func() {
 			t.logger.Warn("user namespaces are unavailable: squashfs root directories " +
 				"will be owned by the current user")
 		})
-		t.userns = false
+		t.userns.Store(false)
 		err = t.run(ctx, r, args, env, false)
 	}
 	return err
@@ -145,7 +148,10 @@ var errNoUserns = errors.New("cannot create a user namespace")
 func (t *Tool) run(ctx context.Context, r io.Reader, args, env []string, userns bool) error {
 	cmd := exec.CommandContext(ctx, t.Path, args...)
 	cmd.Env = env
-	cmd.Stdin = r
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return fmt.Errorf("start mksquashfs: %w", err)
+	}
 	var stderr bytes.Buffer
 	cmd.Stdout = &stderr
 	cmd.Stderr = &stderr
@@ -158,16 +164,33 @@ func (t *Tool) run(ctx context.Context, r io.Reader, args, env []string, userns 
 	}
 
 	if err := cmd.Start(); err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // not a sign that user namespaces are missing
+		}
 		if userns {
 			return fmt.Errorf("%w: %w", errNoUserns, err)
 		}
 		return fmt.Errorf("start mksquashfs: %w", err)
 	}
-	if err := cmd.Wait(); err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+
+	// Copy r here rather than through cmd.Stdin, whose Wait would wait for
+	// a Read of r that blocks even after ctx is cancelled.
+	copied := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(stdin, r)
+		stdin.Close()
+		copied <- err
+	}()
+	err = cmd.Wait()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	copyErr := <-copied
+	if err != nil {
 		return fmt.Errorf("mksquashfs: %w: %s", err, lastLines(stderr.Bytes(), 3))
+	}
+	if copyErr != nil && !errors.Is(copyErr, syscall.EPIPE) && !errors.Is(copyErr, os.ErrClosed) {
+		return fmt.Errorf("read tar: %w", copyErr)
 	}
 	return nil
 }
