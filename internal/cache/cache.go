@@ -12,6 +12,7 @@
 //	  indexes/sha256/<hex>.json.gz  a layer's entry list; key: diffID
 //	  documents/sha256/<hex>     image configs, verified by digest
 //	  images/sha256/<hex>.json   what a conversion produced, to redo it without work
+//	  locks/<kind>-<hex>         flocked by the process building that entry
 //	  tmp/run-<pid>-<random>/    one running process's work in progress, with a
 //	                             "lock" file it holds flocked while it runs
 //
@@ -26,6 +27,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +35,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -101,6 +104,9 @@ func Open(dir string) (*Cache, error) {
 		if err := os.MkdirAll(c.dir(k), 0o700); err != nil {
 			return nil, fmt.Errorf("open cache %s: %w", dir, err)
 		}
+	}
+	if err := os.MkdirAll(filepath.Join(abs, version, "locks"), 0o700); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
 	tmpLock, err := c.lockTmp()
 	if err != nil {
@@ -240,6 +246,41 @@ func (c *Cache) Open(k Kind, key v1.Hash) (*os.File, error) {
 		return nil, fmt.Errorf("open cache entry %s %s: %w", k, key, err)
 	}
 	return f, nil
+}
+
+// lockPoll is how often Lock retries a lock another process holds.
+const lockPoll = 100 * time.Millisecond
+
+// Lock takes the build lock of an entry, waiting while another process (or
+// another goroutine) holds it, until ctx ends. Whoever holds it is building
+// the entry; a waiter should check Has once it gets the lock. The lock is a
+// flock on locks/<kind>-<hex>, so it dies with its process. Call the
+// returned function to release it.
+func (c *Cache) Lock(ctx context.Context, k Kind, key v1.Hash) (func(), error) {
+	if key.Algorithm != "sha256" || len(key.Hex) != 64 || strings.ContainsAny(key.Hex, "/.") {
+		return nil, fmt.Errorf("lock cache entry %s: bad key %q", k, key)
+	}
+	path := filepath.Join(c.root, version, "locks", string(k)+"-"+key.Hex)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(lockPoll):
+		}
+	}
 }
 
 // Put writes an entry with fill, atomically. On error nothing appears.

@@ -254,11 +254,27 @@ func (r *run) build(ctx context.Context, groups []*group) error {
 		}
 		eg.Go(func() error {
 			defer close(g.done)
-			g.err = r.buildGroup(ctx, g)
+			g.err = r.buildLocked(ctx, g)
 			return g.err
 		})
 	}
 	return eg.Wait()
+}
+
+// buildLocked builds a group under its cache lock, unless whoever held the
+// lock before built it meanwhile.
+func (r *run) buildLocked(ctx context.Context, g *group) error {
+	unlock, err := r.opts.Cache.Lock(ctx, g.kind, g.key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	if r.opts.Cache.Has(g.kind, g.key) {
+		g.reused = true
+		r.opts.Logger.Info("built by another conversion meanwhile", "what", groupItem(g))
+		return nil
+	}
+	return r.buildGroup(ctx, g)
 }
 
 // buildGroup streams the group's overlay into mksquashfs and stores the

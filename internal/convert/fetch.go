@@ -33,6 +33,15 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 			continue
 		}
 		g.Go(func() error {
+			unlock, err := r.opts.Cache.Lock(ctx, cache.Index, r.img.Layers[i].DiffID)
+			if err != nil {
+				return err
+			}
+			defer unlock()
+			if idx := r.cachedIndex(i); idx != nil {
+				out[i] = idx // another conversion read the layer meanwhile
+				return nil
+			}
 			spool, idx, err := r.fetch(ctx, i, true)
 			if err != nil {
 				return err
