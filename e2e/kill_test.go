@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -118,7 +119,14 @@ func killAfter(t *testing.T, delay time.Duration, cache string, args []string) {
 		t.Logf("oci2layers finished before the kill at %s", delay.Round(time.Millisecond))
 	case <-timer.C:
 		squashing := len(mksquashfsUsing(cache))
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		if err := cmd.Process.Signal(syscall.SIGKILL); errors.Is(err, os.ErrProcessDone) {
+			// It ended in the same instant: a completed run, not a kill.
+			if err := <-done; err != nil {
+				t.Errorf("oci2layers failed just before the kill at %s: %v\n%s", delay, err,
+					stderr.String())
+			}
+			return
+		} else if err != nil {
 			t.Fatalf("kill oci2layers (pid %d): %v", cmd.Process.Pid, err)
 		}
 		<-done

@@ -37,6 +37,11 @@ import (
 // Compressions lists the compressors accepted by Options.Compression.
 var Compressions = []string{"gzip", "zstd", "lz4", "xz"}
 
+// memLimit bounds mksquashfs's caches. Its default is a quarter of the
+// machine's memory (434 MB of RSS for a 276 MB layer here); 128M gives
+// the same bytes at the same speed in about 90 MB, whatever the layer size.
+const memLimit = "128M"
+
 // GzipLevel is the zlib level used for gzip. mksquashfs defaults to 9, which
 // on a 340 MB Debian tree costs three times the CPU of level 6 (49 s against
 // 15 s on this project's 2-CPU reference machine) for 0.7 % smaller output.
@@ -121,7 +126,7 @@ func (t *Tool) FromTar(ctx context.Context, r io.Reader, out string, opts Option
 		return fmt.Errorf("build squashfs: mksquashfs %s has no %s compressor", t.Version, comp)
 	}
 	args := []string{"-", out, "-tar", "-noappend", "-quiet", "-no-progress",
-		"-exit-on-error", "-comp", comp, "-root-mode", "0755"}
+		"-exit-on-error", "-comp", comp, "-root-mode", "0755", "-mem", memLimit}
 	if comp == "gzip" {
 		args = append(args, "-Xcompression-level", strconv.Itoa(GzipLevel))
 	}
