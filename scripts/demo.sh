@@ -13,8 +13,24 @@ fi
 rm -rf "$work/image" "$work/out"
 mkdir -p "$work"
 
+# A static busybox makes the demo runnable under Apptainer; without one the
+# conversion is the same, only nothing in the image can be executed.
+busybox=$(command -v busybox || true)
+if [ -z "$busybox" ] && [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null; then
+	scripts/deps.sh busybox:busybox-static && busybox=$(command -v busybox || true)
+fi
+bbflag=()
+if [ -n "$busybox" ] && file -L "$busybox" 2>/dev/null | grep -q "statically linked"; then
+	bbflag=(-busybox "$busybox")
+elif [ -n "$busybox" ] && ! command -v file >/dev/null; then
+	bbflag=(-busybox "$busybox")
+else
+	echo "(no static busybox: the demo converts, but has no programs to run;" \
+		"install busybox-static to get them)"
+fi
+
 echo "== generating the demo image (an OCI layout, offline)"
-go run ./tools/demoimage -o "$work/image"
+go run ./tools/demoimage -o "$work/image" "${bbflag[@]}"
 
 summary() {
 	python3 - "$1" <<'PY' 2>/dev/null || cat "$1"
