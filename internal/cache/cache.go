@@ -2,28 +2,47 @@
 // base and config overlay, stored once under its key and shared by every
 // image, tag and run that needs it.
 //
-// Layout below the cache root (created 0700):
+// Layout below the cache root (created 0700; Open narrows a wider one):
 //
 //	CACHEDIR.TAG                 marks the directory for backup tools
 //	v1/                          format version; a new layout gets a new name
 //	  layers/sha256/<hex>.sif    one layer as an overlay SIF; key: diffID or chainID
 //	  bases/sha256/<hex>.sif     base SIF; key: derived from the base layers' chainID
 //	  configs/sha256/<hex>.sif   metadata overlay SIF; key: config digest
+//	  flats/sha256/<hex>.sif     single-partition SIF of a whole image
 //	  indexes/sha256/<hex>.json.gz  a layer's entry list; key: diffID
 //	  documents/sha256/<hex>     image configs, verified by digest
 //	  images/sha256/<hex>.json   what a conversion produced, to redo it without work
-//	  locks/<kind>-<hex>         flocked by the process building that entry
+//	  meta/<kind>/<hex>.json     an entry's metadata: size, sha256, origin (Meta)
+//	  used/<kind>/<hex>          mtime: the entry's last use; lines: images that used it
+//	  outputs/<hex>.json         an output directory or file and the keys it
+//	                             holds (OutputRecord); hex: sha256 of its path
+//	  locks/<kind>-<hex>         flocked by the process building or removing that entry
 //	  tmp/run-<pid>-<random>/    one running process's work in progress, with a
-//	                             "lock" file it holds flocked while it runs
+//	                             "lock" file it holds flocked while it runs and a
+//	                             "using" file listing the entries it uses
 //
 // An entry exists only when it is whole: it is written in the process's own
-// directory under tmp/, synced and renamed into place. A process killed at
-// any point leaves only its tmp/run-* directory behind; the next Open removes
-// every such directory whose lock nobody holds. Open holds a flock on tmp/
-// itself while it sweeps and makes its own directory, so that it never
-// removes one another Open has made but not yet locked. Entries are never
-// modified afterwards. When two processes build the same entry, both renames
-// succeed and the bytes are the same, so either result is correct.
+// directory under tmp/, synced, hashed, described by its metadata file
+// (itself written atomically first) and renamed into place. So an entry never
+// exists without metadata; a process killed at any point leaves at most its
+// tmp/run-* directory and a metadata file without entry, which Verify
+// reports as a leftover and GC removes. The next Open removes every tmp/run-*
+// directory whose lock nobody holds. Open holds a flock on tmp/ itself while
+// it sweeps and makes its own directory, so that it never removes one another
+// Open has made but not yet locked. Entries are never modified afterwards.
+// When two processes build the same entry, both renames succeed and the bytes
+// are the same, so either result is correct.
+//
+// An entry is removed (by GC, Remove or Verify with repair) only under its
+// build lock, and only when no live process lists it in its "using" file.
+// A process adds an entry to that list before it looks for the entry (Use)
+// or writes it (Put), so an entry a running conversion has found or built
+// stays until the process ends. Conversions also record each output they
+// write (RecordOutput), and GC keeps what a live output holds. Processes
+// that share the cache over a network file system rely on it to honour
+// flock and O_APPEND as a local one does (NFSv4 with locking does); where it
+// does not, GC may remove an entry another machine is about to link.
 package cache
 
 import (
@@ -34,6 +53,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -56,6 +76,9 @@ const (
 	Image    Kind = "images"
 )
 
+// AllKinds lists every kind of entry, in the order listings show them.
+var AllKinds = []Kind{Base, Layer, Config, Flat, Index, Document, Image}
+
 var extensions = map[Kind]string{
 	Layer: ".sif", Base: ".sif", Config: ".sif", Flat: ".sif",
 	Index: ".json.gz", Document: "", Image: ".json",
@@ -72,6 +95,10 @@ type Cache struct {
 	root string
 	work string   // this process's directory under tmp/
 	lock *os.File // flocked while the process runs
+
+	mu     sync.Mutex
+	using  *os.File        // work/using, opened on first use
+	listed map[string]bool // lines already in using
 }
 
 // DefaultDir picks the cache directory: $OCI2LAYERS_CACHE, else
@@ -99,14 +126,18 @@ func Open(dir string) (*Cache, error) {
 	if err := os.MkdirAll(abs, 0o700); err != nil {
 		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
-	c := &Cache{root: abs}
+	if err := tighten(abs); err != nil {
+		return nil, fmt.Errorf("open cache %s: %w", dir, err)
+	}
+	c := &Cache{root: abs, listed: map[string]bool{}}
+	dirs := []string{c.sub("locks"), c.sub("outputs")}
 	for k := range extensions {
-		if err := os.MkdirAll(c.dir(k), 0o700); err != nil {
+		dirs = append(dirs, c.dir(k), c.sub("meta", string(k)), c.sub("used", string(k)))
+	}
+	for _, d := range dirs {
+		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("open cache %s: %w", dir, err)
 		}
-	}
-	if err := os.MkdirAll(filepath.Join(abs, version, "locks"), 0o700); err != nil {
-		return nil, fmt.Errorf("open cache %s: %w", dir, err)
 	}
 	tmpLock, err := c.lockTmp()
 	if err != nil {
@@ -121,14 +152,35 @@ func Open(dir string) (*Cache, error) {
 	}
 	tag := filepath.Join(abs, "CACHEDIR.TAG")
 	if _, err := os.Stat(tag); errors.Is(err, os.ErrNotExist) {
-		if err := WriteFile(tag, 0o644, func(w io.Writer) error {
+		if err := c.writeFile(tag, 0o644, func(w io.Writer) error {
 			_, err := io.WriteString(w, cacheDirTag)
 			return err
 		}); err != nil {
-			return nil, err
+			c.Close()
+			return nil, fmt.Errorf("open cache %s: %w", dir, err)
 		}
 	}
 	return c, nil
+}
+
+// tighten takes group and other permissions off the cache root, so that no
+// other user reaches the entries, nor the setuid files inside them.
+func tighten(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return err
+	}
+	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
+		if err := os.Chmod(dir, perm&^0o077); err != nil {
+			return fmt.Errorf("restrict permissions: %w", err)
+		}
+	}
+	return nil
+}
+
+// sub returns a path below the cache's version directory.
+func (c *Cache) sub(elem ...string) string {
+	return filepath.Join(append([]string{c.root, version}, elem...)...)
 }
 
 // Root returns the cache's absolute directory.
@@ -140,6 +192,12 @@ func (c *Cache) TempDir() string { return c.work }
 
 // Close removes the process's work directory and releases its lock.
 func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.using != nil {
+		c.using.Close()
+		c.using = nil
+	}
+	c.mu.Unlock()
 	err := os.RemoveAll(c.work)
 	if c.lock != nil {
 		c.lock.Close()
@@ -253,40 +311,116 @@ const lockPoll = 100 * time.Millisecond
 
 // Lock takes the build lock of an entry, waiting while another process (or
 // another goroutine) holds it, until ctx ends. Whoever holds it is building
-// the entry; a waiter should check Has once it gets the lock. The lock is a
-// flock on locks/<kind>-<hex>, so it dies with its process. Call the
-// returned function to release it.
+// or removing the entry; a waiter should check Has once it gets the lock.
+// The lock is a flock on locks/<kind>-<hex>, so it dies with its process.
+// Call the returned function to release it.
 func (c *Cache) Lock(ctx context.Context, k Kind, key v1.Hash) (func(), error) {
-	if key.Algorithm != "sha256" || len(key.Hex) != 64 || strings.ContainsAny(key.Hex, "/.") {
-		return nil, fmt.Errorf("lock cache entry %s: bad key %q", k, key)
-	}
-	path := filepath.Join(c.root, version, "locks", string(k)+"-"+key.Hex)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+	if err := checkKey(key); err != nil {
+		return nil, fmt.Errorf("lock cache entry %s: %w", k, err)
 	}
 	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			return func() { f.Close() }, nil
+		l, ok, err := c.tryLock(k, key)
+		if err != nil {
+			return nil, err
 		}
-		if !errors.Is(err, syscall.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+		if ok {
+			return l.release, nil
 		}
 		select {
 		case <-ctx.Done():
-			f.Close()
 			return nil, ctx.Err()
 		case <-time.After(lockPoll):
 		}
 	}
 }
 
-// Put writes an entry with fill, atomically. On error nothing appears.
+// entryLock is a held build lock.
+type entryLock struct {
+	f    *os.File
+	path string
+}
+
+func (l *entryLock) release() { l.f.Close() }
+
+// releaseRemoving deletes the lock file, then releases it. Lock takers
+// check that the file they locked is still the one at the path, so
+// removing it under the lock is safe.
+func (l *entryLock) releaseRemoving() {
+	os.Remove(l.path)
+	l.f.Close()
+}
+
+// tryLock takes an entry's build lock if nobody holds it; ok is false when
+// somebody does.
+func (c *Cache) tryLock(k Kind, key v1.Hash) (l *entryLock, ok bool, err error) {
+	path := c.sub("locks", string(k)+"-"+key.Hex)
+	for {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
+		if err != nil {
+			return nil, false, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+		}
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, false, nil
+		}
+		if err != nil {
+			f.Close()
+			return nil, false, fmt.Errorf("lock cache entry %s %s: %w", k, key, err)
+		}
+		// A remover may have unlinked the file between our open and our
+		// flock: a lock on an unlinked file guards nothing, so lock anew.
+		if held, err := f.Stat(); err == nil {
+			if now, err := os.Stat(path); err == nil && os.SameFile(held, now) {
+				return &entryLock{f: f, path: path}, true, nil
+			}
+		}
+		f.Close()
+	}
+}
+
+// checkKey refuses keys that are not a sha256 digest, so no key can name a
+// path outside its directory.
+func checkKey(key v1.Hash) error {
+	if key.Algorithm != "sha256" || len(key.Hex) != 64 || !isHex(key.Hex) {
+		return fmt.Errorf("bad key %q", key)
+	}
+	return nil
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !('0' <= r && r <= '9' || 'a' <= r && r <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// Put writes an entry with fill, atomically, with metadata that names no
+// origin; see PutWithOrigin.
 func (c *Cache) Put(k Kind, key v1.Hash, fill func(w *os.File) error) error {
-	if key.Algorithm != "sha256" || len(key.Hex) != 64 || strings.ContainsAny(key.Hex, "/.") {
-		return fmt.Errorf("write cache entry %s: bad key %q", k, key)
+	return c.PutWithOrigin(k, key, Origin{}, fill)
+}
+
+// PutWithOrigin writes an entry with fill, atomically: fill writes a
+// temporary file in the process's work directory, which is then read back
+// to hash it (SIFs are written with seeks, so hashing while writing is not
+// possible); the metadata file is written and renamed into place, then the
+// entry. The entry joins the process's using list first, so GC leaves it
+// until the process ends, and its last use is now. On error no entry
+// appears; a metadata file may (Verify reports it as a leftover, GC removes
+// it). A document must hash to its key.
+//
+// Callers hold the entry's lock (Lock) while they check Has and Put, except
+// for documents, whose bytes their key fixes: two unlocked writers of
+// different bytes could leave one's metadata beside the other's entry.
+func (c *Cache) PutWithOrigin(k Kind, key v1.Hash, o Origin, fill func(w *os.File) error) error {
+	if err := checkKey(key); err != nil {
+		return fmt.Errorf("write cache entry %s: %w", k, err)
+	}
+	if err := c.markUsing(k, key); err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
 	}
 	f, err := atomicfile.CreateIn(c.work, c.Path(k, key), 0o644)
 	if err != nil {
@@ -295,6 +429,37 @@ func (c *Cache) Put(k Kind, key v1.Hash, fill func(w *os.File) error) error {
 	defer f.Abort()
 	if err := fill(f.File); err != nil {
 		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+
+	size, sum, err := hashFile(f.File)
+	if err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+	if k == Document && sum != key.String() {
+		return fmt.Errorf("write cache entry %s %s: content hashes to %s", k, key, sum)
+	}
+	m := Meta{Kind: k, Key: key.String(), Size: size, SHA256: sum,
+		Created: time.Now().UTC(), Format: MetaFormat, Origin: o}
+	if err := c.writeMeta(m); err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+	if err := f.Commit(); err != nil {
+		return fmt.Errorf("write cache entry %s %s: %w", k, key, err)
+	}
+	c.touchUsed(k, key, o.Images...)
+	return nil
+}
+
+// writeFile writes path atomically with fill, through the work directory,
+// so that a process killed meanwhile leaves nothing outside tmp/.
+func (c *Cache) writeFile(path string, mode os.FileMode, fill func(w io.Writer) error) error {
+	f, err := atomicfile.CreateIn(c.work, path, mode)
+	if err != nil {
+		return err
+	}
+	defer f.Abort()
+	if err := fill(f.File); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return f.Commit()
 }

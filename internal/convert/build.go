@@ -228,7 +228,11 @@ func (r *run) build(ctx context.Context, groups []*group) error {
 	r.groups = groups
 	var todo []*group
 	for _, g := range groups {
-		if r.opts.Cache.Has(g.kind, g.key) {
+		ok, err := r.opts.Cache.Use(g.kind, g.key, r.opts.Source)
+		if err != nil {
+			return err
+		}
+		if ok {
 			g.reused = true
 			close(g.done)
 			continue
@@ -272,7 +276,7 @@ func (r *run) buildLocked(ctx context.Context, g *group) error {
 	if r.opts.Cache.Has(g.kind, g.key) {
 		g.reused = true
 		r.opts.Logger.Info("built by another conversion meanwhile", "what", groupItem(g))
-		return nil
+		return r.opts.Cache.Touch(g.kind, g.key, r.opts.Source)
 	}
 	return r.buildGroup(ctx, g)
 }
@@ -299,7 +303,8 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 		pw.CloseWithError(err)
 		writeErr <- err
 	}()
-	opts := squash.Options{Compression: r.opts.Compression, Epoch: g.ov.MaxMTime()}
+	opts := squash.Options{Compression: r.opts.Compression, Epoch: g.ov.MaxMTime(),
+		Processors: r.processors(g)}
 	sqErr := r.tool.FromTar(ctx, pr, sqfs, opts)
 	pr.CloseWithError(fmt.Errorf("mksquashfs stopped reading"))
 	if err := <-writeErr; err != nil {
@@ -313,7 +318,7 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 	if g.kind == cache.Base || g.kind == cache.Flat {
 		kind = sifwriter.Base
 	}
-	err := r.opts.Cache.Put(g.kind, g.key, func(w *os.File) error {
+	err := r.opts.Cache.PutWithOrigin(g.kind, g.key, r.origin(g), func(w *os.File) error {
 		src, err := os.Open(sqfs)
 		if err != nil {
 			return err
@@ -335,6 +340,35 @@ func (r *run) buildGroup(ctx context.Context, g *group) error {
 		"dirs", st.Dirs, "whiteouts", st.Whiteouts,
 		"seconds", time.Since(start).Round(time.Millisecond).Seconds())
 	return nil
+}
+
+// origin describes a group for its cache metadata.
+func (r *run) origin(g *group) cache.Origin {
+	o := cache.Origin{Images: []string{r.opts.Source}}
+	for _, i := range g.layers {
+		o.DiffIDs = append(o.DiffIDs, r.img.Layers[i].DiffID.String())
+	}
+	if len(g.layers) > 0 {
+		o.ChainID = g.chain.String()
+	}
+	return o
+}
+
+// smallGroup is the size below which a group's mksquashfs gets one thread:
+// starting more costs more than it gains, and the other CPUs serve the
+// large layers being built at the same time.
+const smallGroup = 32 << 20
+
+// processors gives mksquashfs all CPUs for a large group and one for a small.
+func (r *run) processors(g *group) int {
+	var n int64
+	for _, i := range g.layers {
+		n += r.img.Layers[i].Size
+	}
+	if n < smallGroup {
+		return 1
+	}
+	return 0
 }
 
 // groupItem names a group briefly, for progress.

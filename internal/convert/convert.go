@@ -108,6 +108,7 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	r.recordOutput(ctx, res)
 	opts.Logger.Info("converted", "source", opts.Source, "built", res.built(),
 		"reused", res.reused(), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
 	return res, nil
@@ -183,7 +184,7 @@ func (r *run) convert(ctx context.Context) (*Result, error) {
 	}
 
 	res := r.result(groups)
-	r.saveMemo(res)
+	r.saveMemo(ctx, res)
 	return res, nil
 }
 
@@ -195,9 +196,14 @@ func (r *run) memoKey() v1.Hash {
 }
 
 // memo returns a previous run's result when every entry it names is still
-// in the cache, marked as reused; nil otherwise.
+// in the cache, marked as reused; nil otherwise. The entries it returns are
+// marked as used (cache.Use), so they stay until the run ends.
 func (r *run) memo() *Result {
-	f, err := r.opts.Cache.Open(cache.Image, r.memoKey())
+	c := r.opts.Cache
+	if ok, _ := c.Use(cache.Image, r.memoKey(), r.opts.Source); !ok {
+		return nil
+	}
+	f, err := c.Open(cache.Image, r.memoKey())
 	if err != nil {
 		return nil
 	}
@@ -206,8 +212,11 @@ func (r *run) memo() *Result {
 	if err := json.NewDecoder(f).Decode(&res); err != nil {
 		return nil
 	}
-	if !res.inCache(r.opts.Cache) {
+	if !res.use(c, r.opts.Source) {
 		return nil
+	}
+	for _, l := range r.img.Layers {
+		c.Use(cache.Index, l.DiffID, r.opts.Source) // last use only; the run needs no index
 	}
 	res.markReused()
 	res.Source = r.opts.Source
@@ -218,10 +227,19 @@ func (r *run) memo() *Result {
 	return &res
 }
 
-func (r *run) saveMemo(res *Result) {
-	err := r.opts.Cache.Put(cache.Image, r.memoKey(), func(w *os.File) error {
-		return json.NewEncoder(w).Encode(res)
-	})
+// saveMemo records the result, under the record's lock: two runs record
+// different bytes (reused flags, source), and an entry must match the
+// metadata written with it.
+func (r *run) saveMemo(ctx context.Context, res *Result) {
+	key := r.memoKey()
+	unlock, err := r.opts.Cache.Lock(ctx, cache.Image, key)
+	if err == nil {
+		err = r.opts.Cache.PutWithOrigin(cache.Image, key, cache.Origin{Images: []string{
+			r.opts.Source}}, func(w *os.File) error {
+			return json.NewEncoder(w).Encode(res)
+		})
+		unlock()
+	}
 	if err != nil {
 		r.opts.Logger.Warn("cannot record the conversion", "err", err)
 	}
@@ -257,10 +275,14 @@ func baseLayers(ctx context.Context, img *registry.Image, base string,
 // documents adapts the cache to registry.DocumentStore.
 type documents struct {
 	c      *cache.Cache
+	source string // the image being converted, recorded as the documents' user
 	logger *slog.Logger
 }
 
 func (d documents) Document(digest v1.Hash) ([]byte, bool) {
+	if ok, _ := d.c.Use(cache.Document, digest, d.source); !ok {
+		return nil, false
+	}
 	f, err := d.c.Open(cache.Document, digest)
 	if err != nil {
 		return nil, false
@@ -271,7 +293,8 @@ func (d documents) Document(digest v1.Hash) ([]byte, bool) {
 }
 
 func (d documents) PutDocument(digest v1.Hash, b []byte) {
-	err := d.c.Put(cache.Document, digest, func(w *os.File) error {
+	o := cache.Origin{Images: []string{d.source}}
+	err := d.c.PutWithOrigin(cache.Document, digest, o, func(w *os.File) error {
 		_, err := w.Write(b)
 		return err
 	})

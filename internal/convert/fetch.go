@@ -33,14 +33,20 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 			continue
 		}
 		g.Go(func() error {
-			unlock, err := r.opts.Cache.Lock(ctx, cache.Index, r.img.Layers[i].DiffID)
+			c, diffID := r.opts.Cache, r.img.Layers[i].DiffID
+			unlock, err := c.Lock(ctx, cache.Index, diffID)
 			if err != nil {
 				return err
 			}
 			defer unlock()
-			if idx := r.cachedIndex(i); idx != nil {
-				out[i] = idx // another conversion read the layer meanwhile
-				return nil
+			if c.Has(cache.Index, diffID) {
+				if err := c.Touch(cache.Index, diffID, r.opts.Source); err != nil {
+					return err
+				}
+				if idx := r.readIndex(i); idx != nil {
+					out[i] = idx // another conversion read the layer meanwhile
+					return nil
+				}
 			}
 			spool, idx, err := r.fetch(ctx, i, true)
 			if err != nil {
@@ -59,7 +65,19 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 	return out, nil
 }
 
+// cachedIndex returns layer i's index when the cache has it, recording the
+// use; nil otherwise.
 func (r *run) cachedIndex(i int) *unpack.Index {
+	ok, err := r.opts.Cache.Use(cache.Index, r.img.Layers[i].DiffID, r.opts.Source)
+	if err != nil || !ok {
+		return nil
+	}
+	return r.readIndex(i)
+}
+
+// readIndex reads layer i's index from the cache; nil when it is missing or
+// unreadable.
+func (r *run) readIndex(i int) *unpack.Index {
 	l := &r.img.Layers[i]
 	f, err := r.opts.Cache.Open(cache.Index, l.DiffID)
 	if err != nil {
@@ -202,7 +220,9 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 
 // saveIndex caches layer i's index, keyed by its diffID.
 func (r *run) saveIndex(i int, idx *unpack.Index) error {
-	return r.opts.Cache.Put(cache.Index, r.img.Layers[i].DiffID, func(w *os.File) error {
+	d := r.img.Layers[i].DiffID
+	o := cache.Origin{Images: []string{r.opts.Source}, DiffIDs: []string{d.String()}}
+	return r.opts.Cache.PutWithOrigin(cache.Index, d, o, func(w *os.File) error {
 		return unpack.WriteIndex(w, idx)
 	})
 }

@@ -68,7 +68,7 @@ func Inspect(ctx context.Context, opts Options) (*Report, error) {
 		ConfigDigest: img.ConfigDigest.String(), Platform: img.Platform, Exact: true}
 	idx := make([]*unpack.Index, len(img.Layers))
 	for i, l := range img.Layers {
-		idx[i] = r.cachedIndex(i)
+		idx[i] = r.readIndex(i)
 		lr := LayerReport{Digest: l.Digest.String(), DiffID: l.DiffID.String(),
 			MediaType: string(l.MediaType), Size: l.Size, Indexed: idx[i] != nil}
 		if idx[i] != nil {
@@ -157,7 +157,7 @@ func newRun(ctx context.Context, opts *Options) (*run, *registry.Image, error) {
 	applyDefaults(opts)
 	ropts := opts.Registry
 	ropts.TempDir = opts.Cache.TempDir()
-	ropts.Documents = documents{opts.Cache, opts.Logger}
+	ropts.Documents = documents{c: opts.Cache, source: opts.Source, logger: opts.Logger}
 	if ropts.Logger == nil {
 		ropts.Logger = opts.Logger
 	}

@@ -1,6 +1,7 @@
 package convert
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
@@ -116,15 +118,22 @@ func (r *run) result(groups []*group) *Result {
 	return res
 }
 
-// files lists each output file with the cache entry it comes from.
-func (res *Result) files(c *cache.Cache) (map[string]string, error) {
-	out := map[string]string{}
+// entryRef is an output file and the cache entry it comes from.
+type entryRef struct {
+	file string
+	kind cache.Kind
+	key  v1.Hash
+}
+
+// entries lists each output file with the cache entry it comes from.
+func (res *Result) entries() ([]entryRef, error) {
+	var out []entryRef
 	add := func(file string, k cache.Kind, key string) error {
 		h, err := v1.NewHash(key)
 		if err != nil {
 			return fmt.Errorf("read result: %w", err)
 		}
-		out[file] = c.Path(k, h)
+		out = append(out, entryRef{file, k, h})
 		return nil
 	}
 	if res.Flat {
@@ -144,17 +153,61 @@ func (res *Result) files(c *cache.Cache) (map[string]string, error) {
 	return out, nil
 }
 
-func (res *Result) inCache(c *cache.Cache) bool {
-	files, err := res.files(c)
+// files maps each output file to the path of the cache entry it comes from.
+func (res *Result) files(c *cache.Cache) (map[string]string, error) {
+	refs, err := res.entries()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for _, e := range refs {
+		out[e.file] = c.Path(e.kind, e.key)
+	}
+	return out, nil
+}
+
+// use marks every entry of the result as used by source (cache.Use) and
+// reports whether the cache has them all.
+func (res *Result) use(c *cache.Cache, source string) bool {
+	refs, err := res.entries()
 	if err != nil {
 		return false
 	}
-	for _, src := range files {
-		if _, err := os.Stat(src); err != nil {
+	for _, e := range refs {
+		if ok, err := c.Use(e.kind, e.key, source); err != nil || !ok {
 			return false
 		}
 	}
 	return true
+}
+
+// recordOutput tells the cache which entries the output just written
+// holds, so that cache gc keeps them while the output exists: its files,
+// the layers' indexes, the config and the conversion record. A failure
+// costs only that protection, so it is logged.
+func (r *run) recordOutput(ctx context.Context, res *Result) {
+	refs, err := res.entries()
+	if err != nil {
+		r.opts.Logger.Warn("cannot record the output in the cache", "err", err)
+		return
+	}
+	keys := map[cache.Kind][]string{}
+	for _, e := range refs {
+		keys[e.kind] = append(keys[e.kind], e.key.String())
+	}
+	for _, l := range r.img.Layers {
+		keys[cache.Index] = append(keys[cache.Index], l.DiffID.String())
+	}
+	keys[cache.Document] = []string{r.img.ConfigDigest.String()}
+	keys[cache.Image] = []string{r.memoKey().String()}
+	rec := cache.OutputRecord{Dir: r.opts.OutDir, Source: r.opts.Source, Keys: keys,
+		Time: time.Now().UTC()}
+	if r.opts.FlattenTo != "" {
+		rec.Dir, rec.File = "", r.opts.FlattenTo
+	}
+	if err := r.opts.Cache.RecordOutput(ctx, rec); err != nil {
+		r.opts.Logger.Warn("cannot record the output in the cache", "err", err)
+	}
 }
 
 func (res *Result) markReused() {

@@ -96,26 +96,26 @@ func TestResultFiles(t *testing.T) {
 	}
 }
 
-func TestResultInCache(t *testing.T) {
+func TestResultUse(t *testing.T) {
 	c := testCache(t)
 	res := testResult()
-	if res.inCache(c) {
-		t.Errorf("inCache with an empty cache")
+	if res.use(c, "src") {
+		t.Errorf("use with an empty cache")
 	}
 	fillCache(t, c, res)
-	if !res.inCache(c) {
-		t.Errorf("inCache = false with every entry present")
+	if !res.use(c, "src") {
+		t.Errorf("use = false with every entry present")
 	}
 	if err := os.Remove(c.Path(cache.Layer, hashOf("o2"))); err != nil {
 		t.Fatal(err)
 	}
-	if res.inCache(c) {
-		t.Errorf("inCache with an overlay missing")
+	if res.use(c, "src") {
+		t.Errorf("use with an overlay missing")
 	}
 	bad := testResult()
 	bad.Base.Key = "nonsense"
-	if bad.inCache(c) {
-		t.Errorf("inCache with a malformed key")
+	if bad.use(c, "src") {
+		t.Errorf("use with a malformed key")
 	}
 }
 
