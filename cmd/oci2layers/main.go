@@ -41,6 +41,8 @@ Commands:
   flatten SOURCE -o FILE     write one classic single-partition SIF of the image
   pack OUTDIR                write OUTDIR/image.sif: the converted stack in one file
   inspect SOURCE             show the layers, their cache keys and what a conversion would do
+  cache ls|du|verify|gc|rm   list, total, check and clean the cache ('cache help')
+  sync -f SYNC.yaml          convert every image a sync file names; unchanged tags cost a HEAD
   version                    print the version
 
 Run 'oci2layers COMMAND -h' for a command's options.
@@ -78,6 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runPackCommand(args[1:], stdout, stderr)
 	case "inspect":
 		err = runInspectCommand(ctx, args[1:], stdout, stderr)
+	case "cache":
+		err = runCacheCommand(ctx, args[1:], stdout, stderr)
+	case "sync":
+		err = runSyncCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "oci2layers", version)
 	case "help", "-h", "--help":

@@ -160,33 +160,11 @@ func splitTransport(source string) (string, string) {
 
 func openRemote(ctx context.Context, ref string, want v1.Platform,
 	opts Options) (v1.Image, v1.Hash, error) {
-	var nameOpts []name.Option
-	if opts.PlainHTTP {
-		nameOpts = append(nameOpts, name.Insecure)
-	}
-	r, err := name.ParseReference(ref, nameOpts...)
+	r, err := parseRemote(ref, opts)
 	if err != nil {
-		return nil, v1.Hash{}, fmt.Errorf("%w: %q: %w", ErrBadReference, ref, err)
+		return nil, v1.Hash{}, err
 	}
-
-	keychain := opts.Keychain
-	if keychain == nil {
-		keychain = authn.DefaultKeychain
-	}
-	ropts := []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithAuthFromKeychain(keychain),
-		remote.WithTransport(&politeTransport{
-			next:        newTransport(opts.InsecureSkipTLSVerify),
-			attempts:    5,
-			maxWait:     60 * time.Second,
-			maxManifest: opts.MaxDocumentBytes,
-		}),
-		remote.WithUserAgent("oci2layers"),
-	}
-	if opts.AllowForeign {
-		ropts = append(ropts, remote.WithNondistributable)
-	}
+	ropts := remoteOpts(ctx, opts)
 	desc, err := remote.Get(r, ropts...)
 	if err != nil {
 		return nil, v1.Hash{}, fmt.Errorf("get manifest %s: %w", r, classify(err))
