@@ -145,15 +145,15 @@ type run struct {
 	lower  *lowerFiles
 
 	spoolMu sync.Mutex
-	spools  map[int]string // layer position -> spooled blob
+	spools  map[int]string // layer position -> spooled blob, held in the spool table
 
 	// unknown marks layers whose index is not known (inspect only).
 	unknown map[int]bool
 }
 
 func (r *run) cleanup() {
-	for _, p := range r.spools {
-		os.Remove(p)
+	for i := range r.spools {
+		spools.release(r.img.Layers[i].Digest)
 	}
 	if r.lower != nil {
 		r.lower.close()

@@ -53,7 +53,7 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 				return err
 			}
 			r.spoolMu.Lock()
-			r.spools[i] = spool
+			r.spools[i] = spools.add(r.img.Layers[i].Digest, spool)
 			r.spoolMu.Unlock()
 			out[i] = idx
 			return r.saveIndex(i, idx)
@@ -193,8 +193,14 @@ func (r *run) download(ctx context.Context, i int, blob io.Reader, scan bool) (*
 // fetching the blob first if this run has not. m, if not nil, counts the
 // compressed bytes read.
 func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, error) {
+	digest := r.img.Layers[i].Digest
 	r.spoolMu.Lock()
 	spool, ok := r.spools[i]
+	if !ok {
+		if spool, ok = spools.get(digest); ok {
+			r.spools[i] = spool // downloaded by another conversion of this process
+		}
+	}
 	r.spoolMu.Unlock()
 	if !ok {
 		var err error
@@ -203,7 +209,7 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 			return nil, err
 		}
 		r.spoolMu.Lock()
-		r.spools[i] = spool
+		r.spools[i] = spools.add(digest, spool)
 		r.spoolMu.Unlock()
 	}
 	f, err := os.Open(spool)
