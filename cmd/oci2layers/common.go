@@ -44,11 +44,16 @@ func (o *sourceOptions) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quiet, "quiet", false, "log only warnings and errors")
 	fs.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON to stdout")
-	fs.Int64Var(&o.limits.Bytes, "max-layer-bytes", unpack.DefaultLimits.Bytes,
+	bindLimits(fs, &o.limits)
+}
+
+// bindLimits binds the flags that bound what one layer may contain.
+func bindLimits(fs *flag.FlagSet, l *unpack.Limits) {
+	fs.Int64Var(&l.Bytes, "max-layer-bytes", unpack.DefaultLimits.Bytes,
 		"largest uncompressed layer accepted, in bytes")
-	fs.IntVar(&o.limits.Entries, "max-layer-entries", unpack.DefaultLimits.Entries,
+	fs.IntVar(&l.Entries, "max-layer-entries", unpack.DefaultLimits.Entries,
 		"most tar entries accepted in one layer")
-	fs.IntVar(&o.limits.Depth, "max-path-depth", unpack.DefaultLimits.Depth,
+	fs.IntVar(&l.Depth, "max-path-depth", unpack.DefaultLimits.Depth,
 		"deepest path accepted in a layer, in components")
 }
 

@@ -83,12 +83,7 @@ func (o *syncOptions) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON to stdout")
 	fs.BoolVar(&o.quiet, "quiet", false, "log only warnings and errors")
 	fs.BoolVar(&o.verbose, "verbose", false, "log debug detail")
-	fs.Int64Var(&o.limits.Bytes, "max-layer-bytes", unpack.DefaultLimits.Bytes,
-		"largest uncompressed layer accepted, in bytes")
-	fs.IntVar(&o.limits.Entries, "max-layer-entries", unpack.DefaultLimits.Entries,
-		"most tar entries accepted in one layer")
-	fs.IntVar(&o.limits.Depth, "max-path-depth", unpack.DefaultLimits.Depth,
-		"deepest path accepted in a layer, in components")
+	bindLimits(fs, &o.limits)
 }
 
 func runSyncCommand(ctx context.Context, args []string, stdout, stderr io.Writer) error {
