@@ -167,6 +167,9 @@ func (r *run) convert(ctx context.Context) (*Result, error) {
 		return res, nil
 	}
 
+	// TODO: groups are planned only once every layer is scanned, so the base
+	// cannot start squashing while upper layers still download; planning
+	// each group as soon as the layers it needs are known would overlap them.
 	idx, err := r.indexes(ctx)
 	if err != nil {
 		return nil, err

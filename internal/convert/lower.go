@@ -41,6 +41,8 @@ func (l *lowerFiles) open(ctx context.Context, sif, path string) (io.ReadCloser,
 	if err != nil {
 		return nil, err
 	}
+	// TODO: unsquashfs reads its arguments as wildcard patterns, so a name
+	// with *, ? or [ fails to copy up; a Go squashfs reader would avoid it.
 	cmd := exec.CommandContext(ctx, "unsquashfs", "-cat", sqfs, path)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

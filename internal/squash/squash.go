@@ -134,6 +134,9 @@ func (t *Tool) FromTar(ctx context.Context, r io.Reader, out string, opts Option
 		args = append(args, "-processors", strconv.Itoa(opts.Processors))
 	}
 
+	// TODO: when an entry's time lies in the future, mksquashfs 4.5.1 gives
+	// the root the build time instead of Epoch, and the output stops being
+	// reproducible; clamping entry times would fix it at the cost of fidelity.
 	env := append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(max(opts.Epoch, 0), 10))
 	userns := t.userns.Load()
 	err := t.run(ctx, r, args, env, userns)
