@@ -27,6 +27,18 @@ type sourceOptions struct {
 	verbose     bool
 	jsonOut     bool
 	limits      unpack.Limits
+	cacheFrom   stringList
+	cacheTo     string
+}
+
+// stringList is a flag that may be given several times.
+type stringList []string
+
+func (l *stringList) String() string { return strings.Join(*l, ",") }
+
+func (l *stringList) Set(v string) error {
+	*l = append(*l, v)
+	return nil
 }
 
 func (o *sourceOptions) bind(fs *flag.FlagSet) {
@@ -44,7 +56,16 @@ func (o *sourceOptions) bind(fs *flag.FlagSet) {
 	fs.BoolVar(&o.quiet, "quiet", false, "log only warnings and errors")
 	fs.BoolVar(&o.verbose, "verbose", false, "log debug detail")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the result as JSON to stdout")
+	bindRemoteCache(fs, &o.cacheFrom, &o.cacheTo)
 	bindLimits(fs, &o.limits)
+}
+
+// bindRemoteCache binds the flags naming remote conversion caches.
+func bindRemoteCache(fs *flag.FlagSet, from *stringList, to *string) {
+	fs.Var(from, "cache-from",
+		"remote cache REGISTRY/REPO to pull converted entries from before building (repeatable)")
+	fs.StringVar(to, "cache-to", "",
+		"remote cache REGISTRY/REPO to push every converted entry to")
 }
 
 // bindLimits binds the flags that bound what one layer may contain.
@@ -110,6 +131,8 @@ func (o *sourceOptions) open(source string, stderr io.Writer, progress bool) (co
 		Jobs:        o.jobs,
 		Limits:      o.limits,
 		Logger:      newLogger(stderr, quiet, o.verbose),
+		CacheFrom:   o.cacheFrom,
+		CacheTo:     o.cacheTo,
 	}
 	if sess.bars != nil {
 		opts.Progress = sess.bars.update

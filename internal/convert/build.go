@@ -31,6 +31,8 @@ type group struct {
 	ov      *unpack.Overlay
 	json    map[string][]byte // generic JSON objects stored in the SIF
 	reused  bool
+	// remote is set when the entry was pulled from a remote cache.
+	remote bool
 
 	done chan struct{} // closed when the entry is in the cache (or failed)
 	err  error
@@ -277,6 +279,10 @@ func (r *run) buildLocked(ctx context.Context, g *group) error {
 		g.reused = true
 		r.opts.Logger.Info("built by another conversion meanwhile", "what", groupItem(g))
 		return r.opts.Cache.Touch(g.kind, g.key, r.opts.Source)
+	}
+	if r.pull(ctx, g.kind, g.key, r.origin(g)) {
+		g.remote = true
+		return nil
 	}
 	return r.buildGroup(ctx, g)
 }

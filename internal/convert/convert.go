@@ -74,6 +74,13 @@ type Options struct {
 	Logger *slog.Logger
 	// Progress, when set, receives byte counts as stages advance.
 	Progress ProgressFunc
+	// CacheFrom are remote caches (HOST/REPO) looked in, in order, for
+	// an entry the local cache lacks before it is built; see package
+	// remotecache. They are reached with the Registry options.
+	CacheFrom []string
+	// CacheTo, when set, is a remote cache every entry of the conversion
+	// is pushed to once it is in the local cache.
+	CacheTo string
 }
 
 // Run converts opts.Source into opts.OutDir (or opts.FlattenTo) and returns
@@ -86,6 +93,9 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 	}
 	defer img.Close()
 	defer r.cleanup()
+	if err := r.openRemotes(ctx); err != nil {
+		return nil, err
+	}
 	opts.Logger.Info("resolved image", "source", opts.Source, "manifest", img.ManifestDigest,
 		"layers", len(img.Layers), "platform", img.Platform)
 	if u := img.Config.Config.User; u != "" && u != "root" && u != "0" && u != "0:0" {
@@ -109,8 +119,10 @@ func Run(ctx context.Context, opts Options) (*Result, error) {
 		return nil, err
 	}
 	r.recordOutput(ctx, res)
-	opts.Logger.Info("converted", "source", opts.Source, "built", res.built(),
-		"reused", res.reused(), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	r.push(ctx, res)
+	opts.Logger.Info("converted", "source", opts.Source, "built", res.built()-res.pulled(),
+		"reused", res.reused(), "pulled", r.remote.pulled.Load(),
+		"pushed", r.remote.pushed.Load(), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
 	return res, nil
 }
 
@@ -143,6 +155,8 @@ type run struct {
 	tool   *squash.Tool
 	groups []*group
 	lower  *lowerFiles
+
+	remote remotes
 
 	spoolMu sync.Mutex
 	spools  map[int]string // layer position -> spooled blob, held in the spool table

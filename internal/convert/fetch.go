@@ -48,6 +48,13 @@ func (r *run) indexes(ctx context.Context) ([]*unpack.Index, error) {
 					return nil
 				}
 			}
+			o := cache.Origin{Images: []string{r.opts.Source}, DiffIDs: []string{diffID.String()}}
+			if r.pull(ctx, cache.Index, diffID, o) {
+				if idx := r.readIndex(i); idx != nil {
+					out[i] = idx
+					return nil
+				}
+			}
 			spool, idx, err := r.fetch(ctx, i, true)
 			if err != nil {
 				return err

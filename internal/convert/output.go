@@ -51,6 +51,8 @@ type BaseFile struct {
 	ChainID string   `json:"chain_id"`
 	Key     string   `json:"key"`
 	Reused  bool     `json:"reused"`
+	// From is "remote" when the file was pulled from a remote cache.
+	From string `json:"from,omitempty"`
 }
 
 // OverlayFile describes one layer overlay.
@@ -62,6 +64,8 @@ type OverlayFile struct {
 	// KeyedBy is "diff_id", or "chain_id" when the layers below shape the overlay.
 	KeyedBy string `json:"keyed_by"`
 	Reused  bool   `json:"reused"`
+	// From is "remote" when the file was pulled from a remote cache.
+	From string `json:"from,omitempty"`
 }
 
 // ConfigFile describes the metadata overlay.
@@ -69,6 +73,8 @@ type ConfigFile struct {
 	File   string `json:"file"`
 	Key    string `json:"key"`
 	Reused bool   `json:"reused"`
+	// From is "remote" when the file was pulled from a remote cache.
+	From string `json:"from,omitempty"`
 }
 
 func (r *run) result(groups []*group) *Result {
@@ -89,10 +95,11 @@ func (r *run) result(groups []*group) *Result {
 		case cache.Flat:
 			res.Flat = true
 			res.Base = BaseFile{File: r.opts.FlattenTo, DiffIDs: ids, ChainID: g.chain.String(),
-				Key: g.key.String(), Reused: g.reused}
+				Key: g.key.String(), Reused: g.reused, From: fromOf(g)}
 		case cache.Base:
 			res.Base = BaseFile{File: "base.sif", Image: r.opts.BaseImage, DiffIDs: ids,
-				ChainID: g.chain.String(), Key: g.key.String(), Reused: g.reused}
+				ChainID: g.chain.String(), Key: g.key.String(), Reused: g.reused,
+				From: fromOf(g)}
 		case cache.Layer:
 			keyedBy := "diff_id"
 			if g.byChain {
@@ -101,11 +108,11 @@ func (r *run) result(groups []*group) *Result {
 			res.Overlays = append(res.Overlays, OverlayFile{
 				File:    fmt.Sprintf("overlays/%02d-%s.sif", len(res.Overlays)+1, short(g.key)),
 				DiffIDs: ids, ChainID: g.chain.String(), Key: g.key.String(),
-				KeyedBy: keyedBy, Reused: g.reused,
+				KeyedBy: keyedBy, Reused: g.reused, From: fromOf(g),
 			})
 		case cache.Config:
 			res.ConfigOverlay = ConfigFile{File: "overlays/config-" + short(g.key) + ".sif",
-				Key: g.key.String(), Reused: g.reused}
+				Key: g.key.String(), Reused: g.reused, From: fromOf(g)}
 		}
 	}
 	if res.Flat {
@@ -211,11 +218,34 @@ func (r *run) recordOutput(ctx context.Context, res *Result) {
 }
 
 func (res *Result) markReused() {
-	res.Base.Reused = true
+	res.Base.Reused, res.Base.From = true, ""
 	for i := range res.Overlays {
-		res.Overlays[i].Reused = true
+		res.Overlays[i].Reused, res.Overlays[i].From = true, ""
 	}
-	res.ConfigOverlay.Reused = true
+	res.ConfigOverlay.Reused, res.ConfigOverlay.From = true, ""
+}
+
+// pulled counts the files pulled from a remote cache.
+func (res *Result) pulled() int {
+	froms := []string{res.Base.From, res.ConfigOverlay.From}
+	for _, o := range res.Overlays {
+		froms = append(froms, o.From)
+	}
+	n := 0
+	for _, f := range froms {
+		if f == FromRemote {
+			n++
+		}
+	}
+	return n
+}
+
+// fromOf is the From of a group's file.
+func fromOf(g *group) string {
+	if g.remote {
+		return FromRemote
+	}
+	return ""
 }
 
 func (res *Result) built() int {
