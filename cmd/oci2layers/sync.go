@@ -42,6 +42,14 @@ SYNC.yaml:
       newest_semver: 3               the newest 3 X.Y.Z tags, pre-releases excluded
       path: "apps/{repo}/{tag}"
 
+--shard I/N converts shard I of N (1 <= I <= N): the tags whose
+fnv64a(REGISTRY/REPOSITORY:TAG) mod N is I-1, all platforms of a tag
+together. Every shard lists the same tags, so N runs with I = 1..N convert
+each image exactly once, and a tag stays in its shard from run to run while
+N stays the same. Shards may share one output root (a Slurm array or a
+Kubernetes Indexed Job): each records its outputs in
+.oci2layers-sync.I-of-N.json and prunes only those.
+
 The summary goes to stdout (with --json, the report as JSON); --report FILE
 writes the JSON report as well. The output root holds .oci2layers-sync.json,
 the record of what sync wrote. --prune removes the outputs an earlier sync
@@ -66,7 +74,11 @@ type syncOptions struct {
 	jsonOut  bool
 	quiet    bool
 	verbose  bool
+	shard    string
 	limits   unpack.Limits
+	// cacheFrom and cacheTo name remote conversion caches shared by a fleet.
+	cacheFrom stringList
+	cacheTo   string
 }
 
 func (o *syncOptions) bind(fs *flag.FlagSet) {
@@ -76,10 +88,12 @@ func (o *syncOptions) bind(fs *flag.FlagSet) {
 		"$XDG_CACHE_HOME/oci2layers or ~/.cache/oci2layers)")
 	fs.StringVar(&o.report, "report", "", "also write the report as JSON to this file")
 	fs.IntVar(&o.jobs, "jobs", 0, "images converted at once (default: number of CPUs)")
+	bindRemoteCache(fs, &o.cacheFrom, &o.cacheTo)
 	fs.BoolVar(&o.dryRun, "dry-run", false,
 		"only list tags and ask for digests: show what would be converted and pruned")
 	fs.BoolVar(&o.prune, "prune", false,
 		"remove the outputs of an earlier sync that this one no longer produces")
+	fs.StringVar(&o.shard, "shard", "", "convert only shard `I/N` of the images, I from 1 to N")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON to stdout")
 	fs.BoolVar(&o.quiet, "quiet", false, "log only warnings and errors")
 	fs.BoolVar(&o.verbose, "verbose", false, "log debug detail")
@@ -99,13 +113,21 @@ func runSyncCommand(ctx context.Context, args []string, stdout, stderr io.Writer
 	if o.jobs < 0 {
 		return usageError{errors.New("sync: --jobs must not be negative")}
 	}
+	var shard mirror.Shard
+	if o.shard != "" {
+		var err error
+		if shard, err = mirror.ParseShard(o.shard); err != nil {
+			return usageError{fmt.Errorf("sync: %w", err)}
+		}
+	}
 	cfg, err := mirror.Load(o.file)
 	if err != nil {
 		return usageError{err}
 	}
 
-	opts := mirror.Options{Jobs: o.jobs, DryRun: o.dryRun, Prune: o.prune, Limits: o.limits,
-		Logger: newLogger(stderr, o.quiet, o.verbose)}
+	opts := mirror.Options{Jobs: o.jobs, DryRun: o.dryRun, Prune: o.prune, Shard: shard,
+		Limits: o.limits, Logger: newLogger(stderr, o.quiet, o.verbose),
+		CacheFrom: o.cacheFrom, CacheTo: o.cacheTo}
 	if !o.dryRun {
 		c, err := openSyncCache(o.cacheDir)
 		if err != nil {
@@ -210,5 +232,9 @@ func printSyncSummary(w io.Writer, rep *mirror.Report) {
 	if rep.Interrupted > 0 {
 		parts = append(parts, fmt.Sprintf("%d interrupted", rep.Interrupted))
 	}
-	fmt.Fprintf(w, "sync: %s in %.1fs\n", strings.Join(parts, ", "), rep.Seconds)
+	shard := ""
+	if rep.Shard != "" {
+		shard = " shard " + rep.Shard + ":"
+	}
+	fmt.Fprintf(w, "sync:%s %s in %.1fs\n", shard, strings.Join(parts, ", "), rep.Seconds)
 }

@@ -71,4 +71,19 @@
 // conversion writes, then the directory and the parents sync made for it
 // if that leaves them empty. Nothing sync did not create is removed, and
 // nothing of a repository whose tags could not be listed.
+//
+// With Options.Shard (`sync --shard I/N`) a run converts shard I of N: the
+// tags with fnv64a(REGISTRY/REPOSITORY:TAG) mod N == I-1, every platform
+// of a tag together (see Shard). Every shard lists tags and checks output
+// paths for the whole file, so N shards partition exactly what one
+// unsharded run would convert. Each shard keeps its own state file,
+// .oci2layers-sync.I-of-N.json, and lock, .oci2layers-sync.I-of-N.lock,
+// beside the unsharded ones, and holds the unsharded lock shared: shards
+// of one count run side by side on one root (on a shared file system too,
+// where it supports flock across machines), never beside an unsharded sync
+// or a second run of the same shard. Prune removes only outputs recorded by
+// this shard whose tag is in it. The state is per shard count: after N
+// changes, the new shards find no record, convert every tag again (layers
+// come from the cache) into directories that exist already, and so do not
+// consider them theirs to prune.
 package mirror

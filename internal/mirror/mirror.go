@@ -34,8 +34,17 @@ type Options struct {
 	// Prune removes the output directories an earlier sync created that
 	// this run no longer produces.
 	Prune bool
+	// Shard, when set, limits the run to the tags of one shard: tags are
+	// listed as for the whole work, then those of other shards are left
+	// out of the conversion, the report, the state and prune. Each shard
+	// keeps its own state file (see Shard).
+	Shard Shard
 	// Limits bound what one layer may contain.
 	Limits unpack.Limits
+	// CacheFrom and CacheTo name remote conversion caches (REGISTRY/REPO),
+	// reached with each image's registry settings; see convert.Options.
+	CacheFrom []string
+	CacheTo   string
 	// Logger receives progress, each line of an image's conversion with an
 	// "image" attribute; nil discards.
 	Logger *slog.Logger
@@ -89,8 +98,8 @@ func (s *syncer) run(ctx context.Context) (*Report, error) {
 	if s.opts.Jobs <= 0 {
 		s.opts.Jobs = runtime.NumCPU()
 	}
-	rep := &Report{File: s.cfg.File, Output: s.cfg.Output, DryRun: s.opts.DryRun,
-		Started: start}
+	rep := &Report{File: s.cfg.File, Output: s.cfg.Output, Shard: s.opts.Shard.String(),
+		DryRun: s.opts.DryRun, Started: start}
 	defer func() {
 		rep.count()
 		rep.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
@@ -101,13 +110,13 @@ func (s *syncer) run(ctx context.Context) (*Report, error) {
 		if err := os.MkdirAll(root, 0o755); err != nil {
 			return rep, fmt.Errorf("create output root: %w", err)
 		}
-		unlock, err := lockRoot(root)
+		unlock, err := lockRoot(root, s.opts.Shard)
 		if err != nil {
 			return rep, err
 		}
 		defer unlock()
 	}
-	st, err := loadState(root)
+	st, err := loadState(root, stateName(s.opts.Shard))
 	if err != nil {
 		return rep, err
 	}
@@ -162,12 +171,42 @@ func (s *syncer) resolve(ctx context.Context, rep *Report) ([]*target, map[strin
 			}
 		}
 	}
-	rep.Images = items
 	for _, t := range targets {
-		t.item = &rep.Images[t.index]
+		t.item = &items[t.index]
 	}
 	checkOverlap(targets)
+	targets, rep.Images = s.shardOnly(targets, items)
 	return targets, unlisted
+}
+
+// shardOnly keeps the targets of this run's shard and their items, plus
+// the items of entries whose tags could not be listed: every shard reports
+// those. The overlap of output paths is checked before, on the whole work,
+// so that every shard fails the same tags.
+func (s *syncer) shardOnly(targets []*target, items []Item) ([]*target, []Item) {
+	mine := map[int]*target{}
+	for _, t := range targets {
+		if s.opts.Shard.Contains(t.img.Registry, t.img.Repository, t.tag) {
+			mine[t.index] = t
+		}
+	}
+	var kept []*target
+	var keptItems []Item
+	for i, it := range items {
+		t := mine[i]
+		if t == nil && it.Tag != "" {
+			continue
+		}
+		if t != nil {
+			t.index = len(keptItems)
+			kept = append(kept, t)
+		}
+		keptItems = append(keptItems, it)
+	}
+	for _, t := range kept {
+		t.item = &keptItems[t.index]
+	}
+	return kept, keptItems
 }
 
 // selectAll selects the tags of every image entry, headJobs at a time.
@@ -342,6 +381,8 @@ func (s *syncer) convertOne(ctx context.Context, t *target) {
 		Compression: t.img.Compression,
 		Limits:      s.opts.Limits,
 		Logger:      logger,
+		CacheFrom:   s.opts.CacheFrom,
+		CacheTo:     s.opts.CacheTo,
 	})
 	it.Seconds = time.Since(start).Round(time.Millisecond).Seconds()
 	if err != nil {

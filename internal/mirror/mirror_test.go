@@ -251,7 +251,7 @@ func TestRunConvertsThenSkips(t *testing.T) {
 			t.Errorf("%s: output missing", it.Dir)
 		}
 	}
-	st, err := loadState(f.root)
+	st, err := loadState(f.root, StateFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -323,7 +323,7 @@ func TestRunFailureIsolated(t *testing.T) {
 	if e := rep.Images[5].Error; !strings.Contains(e, "not found") {
 		t.Errorf("base:missing error %q, want not found", e)
 	}
-	st, err := loadState(f.root)
+	st, err := loadState(f.root, StateFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -471,7 +471,7 @@ func TestRunInterrupted(t *testing.T) {
 	}
 	checkStatuses(t, rep, "img:a converted new", "img:b interrupted new",
 		"img:c interrupted new")
-	st, err := loadState(f.root)
+	st, err := loadState(f.root, StateFile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -525,7 +525,7 @@ func TestRunBusy(t *testing.T) {
 	if err := os.MkdirAll(f.root, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	unlock, err := lockRoot(f.root)
+	unlock, err := lockRoot(f.root, Shard{})
 	if err != nil {
 		t.Fatal(err)
 	}

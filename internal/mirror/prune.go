@@ -19,7 +19,9 @@ import (
 // produces: their tag disappeared from the registry, no longer matches its
 // selector, or their image entry left the file. Directories of a repository
 // whose tags could not be listed are kept, and so is every directory sync
-// did not create itself (its record is dropped).
+// did not create itself (its record is dropped). A sharded run takes only
+// recorded directories of tags in its shard: it never removes another
+// shard's outputs.
 func (s *syncer) prune(rep *Report, targets []*target, unlisted map[string]bool) {
 	named := map[string]bool{}
 	for _, t := range targets {
@@ -37,7 +39,8 @@ func (s *syncer) prune(rep *Report, targets []*target, unlisted map[string]bool)
 	slices.Sort(dirs)
 	for _, dir := range dirs {
 		rec := s.state.Outputs[dir]
-		if named[dir] || unlisted[rec.Registry+"/"+rec.Repository] {
+		if named[dir] || unlisted[rec.Registry+"/"+rec.Repository] ||
+			!s.opts.Shard.Contains(rec.Registry, rec.Repository, rec.Tag) {
 			continue
 		}
 		p := Pruned{Dir: dir, Source: rec.Registry + "/" + rec.Repository + ":" + rec.Tag}

@@ -130,7 +130,7 @@ func TestPruneChoosesRecorded(t *testing.T) {
 		return &record{Registry: "h", Repository: repo, Tag: "t", Created: created,
 			Digest: "sha256:aa"}
 	}
-	st := &state{Version: stateVersion, Outputs: map[string]*record{
+	st := &state{name: StateFile, Version: stateVersion, Outputs: map[string]*record{
 		"current":  rec("a", true),
 		"gone-tag": rec("a", true),
 		"stale":    rec("a", true),
@@ -167,7 +167,7 @@ func TestPruneChoosesRecorded(t *testing.T) {
 			t.Errorf("%s: still there (%v)", dir, err)
 		}
 	}
-	saved, err := loadState(root)
+	saved, err := loadState(root, StateFile)
 	if err != nil {
 		t.Fatal(err)
 	}

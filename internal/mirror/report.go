@@ -25,6 +25,8 @@ type Report struct {
 	// File is the sync file, Output its output root.
 	File   string `json:"file"`
 	Output string `json:"output"`
+	// Shard is "I/N" when the run converted shard I of N only.
+	Shard string `json:"shard,omitempty"`
 	// DryRun is set when nothing was converted, written or removed.
 	DryRun bool `json:"dry_run,omitempty"`
 	// Started and Seconds say when the run started and how long it took.

@@ -14,17 +14,24 @@ import (
 	"github.com/oci2layers/oci2layers/internal/convert"
 )
 
-// StateFile is the file in the output root where sync records the output
-// directories it wrote.
+// StateFile is the file in the output root where an unsharded sync records
+// the output directories it wrote; shard I of N keeps its own record in
+// .oci2layers-sync.I-of-N.json.
 const StateFile = ".oci2layers-sync.json"
 
-// lockFile is flocked by a running sync, so that two never share a root.
+// lockFile is flocked by a running sync, so that two never share a root:
+// exclusively by an unsharded sync, shared by each shard, which also holds
+// its own shard's lock file (see Shard) exclusively. Shards of one count
+// thus run side by side, but never with an unsharded sync or with a second
+// run of the same shard.
 const lockFile = ".oci2layers-sync.lock"
 
 const stateVersion = 1
 
-// state is what StateFile holds.
+// state is what a state file holds.
 type state struct {
+	// name is the state file's name in the output root.
+	name    string
 	Version int `json:"version"`
 	// Outputs maps each output directory, relative to the root and
 	// slash-separated, to what was converted into it.
@@ -62,10 +69,11 @@ func (r *record) sameSource(want *record) bool {
 		r.MaxOverlays == want.MaxOverlays && r.Compression == want.Compression
 }
 
-// loadState reads root's state file; a missing file is an empty state.
-func loadState(root string) (*state, error) {
-	st := &state{Version: stateVersion, Outputs: map[string]*record{}}
-	b, err := os.ReadFile(filepath.Join(root, StateFile))
+// loadState reads the state file name in root; a missing file is an empty
+// state.
+func loadState(root, name string) (*state, error) {
+	st := &state{name: name, Version: stateVersion, Outputs: map[string]*record{}}
+	b, err := os.ReadFile(filepath.Join(root, name))
 	if errors.Is(err, os.ErrNotExist) {
 		return st, nil
 	}
@@ -73,11 +81,11 @@ func loadState(root string) (*state, error) {
 		return nil, fmt.Errorf("read sync state: %w", err)
 	}
 	if err := json.Unmarshal(b, st); err != nil {
-		return nil, fmt.Errorf("read sync state %s: %w", filepath.Join(root, StateFile), err)
+		return nil, fmt.Errorf("read sync state %s: %w", filepath.Join(root, name), err)
 	}
 	if st.Version != stateVersion {
 		return nil, fmt.Errorf("read sync state %s: version %d, want %d",
-			filepath.Join(root, StateFile), st.Version, stateVersion)
+			filepath.Join(root, name), st.Version, stateVersion)
 	}
 	if st.Outputs == nil {
 		st.Outputs = map[string]*record{}
@@ -91,7 +99,7 @@ func (st *state) save(root string) error {
 	if err != nil {
 		return fmt.Errorf("write sync state: %w", err)
 	}
-	return cache.WriteFile(filepath.Join(root, StateFile), 0o644, func(w io.Writer) error {
+	return cache.WriteFile(filepath.Join(root, st.name), 0o644, func(w io.Writer) error {
 		_, err := w.Write(append(b, '\n'))
 		return err
 	})
@@ -100,22 +108,45 @@ func (st *state) save(root string) error {
 // ErrBusy means another sync is running on the same output root.
 var ErrBusy = errors.New("another sync is running on this output root")
 
-// lockRoot takes root's sync lock, failing at once when another process
-// holds it. Call the returned function to release it.
-func lockRoot(root string) (func(), error) {
-	p := filepath.Join(root, lockFile)
+// lockRoot takes root's sync locks for sh, failing at once with ErrBusy
+// when another process holds them: lockFile exclusively for the whole work,
+// else lockFile shared and sh's own lock file exclusively. Call the
+// returned function to release them.
+func lockRoot(root string, sh Shard) (func(), error) {
+	how := syscall.LOCK_EX
+	if sh.Sharded() {
+		how = syscall.LOCK_SH
+	}
+	rootLock, err := flockFile(filepath.Join(root, lockFile), how)
+	if err != nil {
+		return nil, err
+	}
+	if !sh.Sharded() {
+		return func() { rootLock.Close() }, nil
+	}
+	shardLock, err := flockFile(filepath.Join(root, lockName(sh)), syscall.LOCK_EX)
+	if err != nil {
+		rootLock.Close()
+		return nil, err
+	}
+	return func() { shardLock.Close(); rootLock.Close() }, nil
+}
+
+// flockFile opens or creates p and flocks it (how is LOCK_EX or LOCK_SH)
+// without waiting. Closing the file releases the lock.
+func flockFile(p string, how int) (*os.File, error) {
 	f, err := os.OpenFile(p, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+	if err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return nil, fmt.Errorf("lock %s: %w", p, ErrBusy)
 		}
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
-	return func() { f.Close() }, nil
+	return f, nil
 }
 
 // intact reports whether dir holds a whole conversion of the manifest: an

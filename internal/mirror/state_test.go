@@ -14,7 +14,7 @@ import (
 
 func TestStateRoundTrip(t *testing.T) {
 	root := t.TempDir()
-	st, err := loadState(root)
+	st, err := loadState(root, StateFile)
 	if err != nil {
 		t.Fatalf("loadState on an empty root: %v", err)
 	}
@@ -30,7 +30,7 @@ func TestStateRoundTrip(t *testing.T) {
 	if err := st.save(root); err != nil {
 		t.Fatalf("save: %v", err)
 	}
-	got, err := loadState(root)
+	got, err := loadState(root, StateFile)
 	if err != nil {
 		t.Fatalf("loadState: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestLoadStateErrors(t *testing.T) {
 				0o644); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := loadState(root); err == nil {
+			if _, err := loadState(root, StateFile); err == nil {
 				t.Error("loadState succeeded, want an error")
 			}
 		})
@@ -67,15 +67,15 @@ func TestLoadStateErrors(t *testing.T) {
 
 func TestLockRoot(t *testing.T) {
 	root := t.TempDir()
-	unlock, err := lockRoot(root)
+	unlock, err := lockRoot(root, Shard{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := lockRoot(root); !errors.Is(err, ErrBusy) {
+	if _, err := lockRoot(root, Shard{}); !errors.Is(err, ErrBusy) {
 		t.Errorf("second lockRoot error = %v, want ErrBusy", err)
 	}
 	unlock()
-	again, err := lockRoot(root)
+	again, err := lockRoot(root, Shard{})
 	if err != nil {
 		t.Fatalf("lockRoot after unlock: %v", err)
 	}
