@@ -190,6 +190,20 @@ func (c *Cache) Root() string { return c.root }
 // system as the entries, so that finished work can be renamed into place.
 func (c *Cache) TempDir() string { return c.work }
 
+// OpenPeer opens a file whose name matches pattern in the work directory of
+// any run, this one or another process's, for reading. Such a file may be
+// removed at any moment by its owner; once open it stays readable. found is
+// false when none could be opened.
+func (c *Cache) OpenPeer(pattern string) (f *os.File, found bool) {
+	matches, _ := filepath.Glob(filepath.Join(c.tmpRoot(), "run-*", pattern))
+	for _, m := range matches {
+		if f, err := os.Open(m); err == nil {
+			return f, true
+		}
+	}
+	return nil, false
+}
+
 // Close removes the process's work directory and releases its lock.
 func (c *Cache) Close() error {
 	c.mu.Lock()

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/oci2layers/oci2layers/internal/atomicfile"
@@ -161,8 +164,19 @@ func (r *run) fetchOnce(ctx context.Context, i int, scan bool) (string, *unpack.
 		return "", nil, err
 	}
 	m.finish()
-	return f.Name(), idx, nil
+
+	// Verified: give it the name other processes look for (see openLayer).
+	random := f.Name()[strings.LastIndex(f.Name(), "-")+1:]
+	final := filepath.Join(filepath.Dir(f.Name()), blobPrefix(l.Digest)+"-"+random)
+	if err := os.Rename(f.Name(), final); err != nil {
+		os.Remove(f.Name())
+		return "", nil, err
+	}
+	return final, idx, nil
 }
+
+// blobPrefix starts the name of a verified blob in a run's work directory.
+func blobPrefix(d v1.Hash) string { return "blob-" + d.Hex }
 
 // download reads a verified blob stream to its end, scanning it on the way
 // when asked to.
@@ -210,6 +224,11 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 	}
 	r.spoolMu.Unlock()
 	if !ok {
+		// Another process converting at the same moment may have it.
+		if f, found := r.opts.Cache.OpenPeer(blobPrefix(digest) + "-*"); found {
+			r.opts.Logger.Info("reusing a layer another conversion downloaded", "layer", i+1)
+			return r.uncompressed(f, i, m)
+		}
 		var err error
 		spool, _, err = r.fetch(ctx, i, false)
 		if err != nil {
@@ -223,6 +242,11 @@ func (r *run) openLayer(ctx context.Context, i int, m *meter) (io.ReadCloser, er
 	if err != nil {
 		return nil, fmt.Errorf("open layer %d: %w", i+1, err)
 	}
+	return r.uncompressed(f, i, m)
+}
+
+// uncompressed reads layer i's blob from f, checking its diffID.
+func (r *run) uncompressed(f *os.File, i int, m *meter) (io.ReadCloser, error) {
 	rc, _, err := registry.Uncompressed(metered(f, m), r.img.Layers[i].DiffID)
 	if err != nil {
 		f.Close()

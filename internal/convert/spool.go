@@ -11,10 +11,8 @@ import (
 // once (sync runs many), so that a layer two images need at the same moment
 // is downloaded once: a run that finds a layer's index already cached looks
 // here before downloading the blob again.
-//
-// TODO: other processes cannot see these spools, so two processes that need
-// a layer at once may both download it; a shared blob area in the cache
-// with its own lock would fix that.
+// Other processes find a verified blob by its name in this run's work
+// directory (Cache.OpenPeer) for as long as the run lasts.
 var spools = spoolTable{byDigest: map[v1.Hash]*spool{}}
 
 // spool is a verified blob in a run's work directory, removed when the last
