@@ -467,20 +467,18 @@ func (c *Cache) PutWithOrigin(k Kind, key v1.Hash, o Origin, fill func(w *os.Fil
 // writeFile writes path atomically with fill, through the work directory,
 // so that a process killed meanwhile leaves nothing outside tmp/.
 func (c *Cache) writeFile(path string, mode os.FileMode, fill func(w io.Writer) error) error {
-	f, err := atomicfile.CreateIn(c.work, path, mode)
-	if err != nil {
-		return err
-	}
-	defer f.Abort()
-	if err := fill(f.File); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return f.Commit()
+	return writeIn(c.work, path, mode, fill)
 }
 
 // WriteFile writes path atomically with fill.
 func WriteFile(path string, mode os.FileMode, fill func(w io.Writer) error) error {
-	f, err := atomicfile.Create(path, mode)
+	return writeIn(filepath.Dir(path), path, mode, fill)
+}
+
+// writeIn writes path with fill through a temporary file in dir, which must
+// be on the same file system.
+func writeIn(dir, path string, mode os.FileMode, fill func(w io.Writer) error) error {
+	f, err := atomicfile.CreateIn(dir, path, mode)
 	if err != nil {
 		return err
 	}
