@@ -87,19 +87,7 @@ func writeJSON(w io.Writer, v any) error {
 }
 
 func printSummary(w io.Writer, out string, res *convert.Result) {
-	built, reused := 0, 0
-	count := func(r bool) {
-		if r {
-			reused++
-		} else {
-			built++
-		}
-	}
-	count(res.Base.Reused)
-	count(res.ConfigOverlay.Reused)
-	for _, ov := range res.Overlays {
-		count(ov.Reused)
-	}
+	built, reused := res.Counts()
 	fmt.Fprintf(w, "%s: %d files (%d built, %d reused) in %s\n", res.Source,
 		built+reused, built, reused, out)
 	fmt.Fprintf(w, "run it with: %s exec CMD\n", filepath.Join(out, "run"))

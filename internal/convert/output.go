@@ -248,17 +248,28 @@ func fromOf(g *group) string {
 	return ""
 }
 
-func (res *Result) built() int {
-	n := 0
-	for _, b := range res.flags() {
-		if !b {
-			n++
+// Counts returns how many of the output's files this conversion built and
+// how many it found already in the cache.
+func (res *Result) Counts() (built, reused int) {
+	for _, r := range res.flags() {
+		if r {
+			reused++
+		} else {
+			built++
 		}
 	}
+	return built, reused
+}
+
+func (res *Result) built() int {
+	n, _ := res.Counts()
 	return n
 }
 
-func (res *Result) reused() int { return len(res.flags()) - res.built() }
+func (res *Result) reused() int {
+	_, n := res.Counts()
+	return n
+}
 
 func (res *Result) flags() []bool {
 	if res.Flat {

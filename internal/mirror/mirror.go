@@ -398,7 +398,7 @@ func (s *syncer) convertOne(ctx context.Context, t *target) {
 	}
 
 	it.ManifestDigest = res.ManifestDigest
-	it.Built, it.Reused = countFiles(res)
+	it.Built, it.Reused = res.Counts()
 	if err := s.record(t, res); err != nil {
 		it.Status, it.Error = Failed, err.Error()
 		return
@@ -479,20 +479,4 @@ func (s *syncer) record(t *target, res *convert.Result) error {
 	want.Converted = time.Now().UTC().Round(time.Second)
 	s.state.Outputs[t.dir] = want
 	return s.state.save(s.cfg.Output)
-}
-
-// countFiles counts the output's files built now and reused from the cache.
-func countFiles(res *convert.Result) (built, reused int) {
-	flags := []bool{res.Base.Reused, res.ConfigOverlay.Reused}
-	for _, o := range res.Overlays {
-		flags = append(flags, o.Reused)
-	}
-	for _, r := range flags {
-		if r {
-			reused++
-		} else {
-			built++
-		}
-	}
-	return built, reused
 }
