@@ -41,8 +41,10 @@ func TestSyncShards(t *testing.T) {
 			}
 			dirs[it.Dir] = src
 		}
+		// The registry's port is random, so a shard may get no tag at all;
+		// it then has nothing to record.
 		state := filepath.Join(f.out, fmt.Sprintf(".oci2layers-sync.%d-of-3.json", i))
-		if _, err := os.Stat(state); err != nil {
+		if _, err := os.Stat(state); err != nil && len(rep.Images) > 0 {
 			t.Errorf("shard %s: no state file: %v", shard, err)
 		}
 	}
